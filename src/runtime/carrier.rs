@@ -1,0 +1,453 @@
+//! Carriers: one OS thread each, running the scheduler loop.
+//!
+//! A carrier owns its run queue, timers, stack cache and the tasks pinned to
+//! it. Other threads reach it only through [`CarrierShared`]: the remote
+//! queue (spawns and wake-ups from other threads) and the wake word the
+//! carrier sleeps on. The loop never blocks while a task is runnable, and
+//! checks the remote queue and the clock at bounded intervals so neither
+//! starves behind a busy run queue.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::mem::{self, ManuallyDrop};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, RawWaker, Waker};
+use std::time::Instant;
+
+use corosensei::CoroutineResult;
+use parking_lot::Mutex;
+use slab::Slab;
+
+use super::stack::StackCache;
+use super::task::{Body, Suspend, Task, EMPTY, PARKED};
+use super::timer::{Target, Timers};
+use super::RuntimeShared;
+
+/// A task pointer that crosses threads through the remote queue.
+pub(crate) struct TaskPtr(pub(crate) NonNull<Task>);
+// SAFETY: a TaskPtr is only created for a task that its carrier's slab keeps
+// alive until the task finishes, and a task is only queued while unfinished;
+// the pointee is Sync.
+unsafe impl Send for TaskPtr {}
+
+pub(crate) enum Remote {
+    /// A task spawned from another thread; the carrier takes ownership.
+    Spawn(Arc<Task>),
+    /// A wake-up of a parked task of this carrier.
+    Wake(TaskPtr),
+}
+
+struct RemoteQueue {
+    items: Vec<Remote>,
+    /// Set when the carrier has exited; later pushes are refused.
+    closed: bool,
+}
+
+const AWAKE: u32 = 0;
+const SLEEPING: u32 = 1;
+
+/// The part of a carrier other threads may touch.
+pub(crate) struct CarrierShared {
+    pub(crate) index: usize,
+    remote: Mutex<RemoteQueue>,
+    has_remote: AtomicBool,
+    /// Futex word: SLEEPING while the carrier waits for work.
+    wake_word: AtomicU32,
+    /// Live tasks, published by the carrier for spawn placement.
+    load: AtomicUsize,
+    /// Remote spawns pushed but not yet taken by the carrier.
+    pending: AtomicUsize,
+    pub(crate) shutdown: AtomicBool,
+}
+
+impl CarrierShared {
+    pub(crate) fn new(index: usize) -> Self {
+        CarrierShared {
+            index,
+            remote: Mutex::new(RemoteQueue {
+                items: Vec::new(),
+                closed: false,
+            }),
+            has_remote: AtomicBool::new(false),
+            wake_word: AtomicU32::new(AWAKE),
+            load: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
+            shutdown: AtomicBool::new(false),
+        }
+    }
+
+    /// Tasks on this carrier, for least-loaded placement.
+    pub(crate) fn load(&self) -> usize {
+        // Relaxed: placement is a heuristic; a stale count only skews it.
+        self.load.load(Ordering::Relaxed) + self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Pushes work from another thread. Gives the item back if the carrier
+    /// has exited.
+    pub(crate) fn push_remote(&self, item: Remote) -> Result<(), Remote> {
+        {
+            let mut q = self.remote.lock();
+            if q.closed {
+                return Err(item);
+            }
+            if matches!(item, Remote::Spawn(_)) {
+                // Relaxed: a placement hint, see load().
+                self.pending.fetch_add(1, Ordering::Relaxed);
+            }
+            q.items.push(item);
+        }
+        // SeqCst (with the carrier's SLEEPING store and has_remote load in
+        // park): either the carrier sees has_remote before sleeping, or we
+        // see SLEEPING here and wake it.
+        self.has_remote.store(true, Ordering::SeqCst);
+        self.notify();
+        Ok(())
+    }
+
+    /// Wakes the carrier if it sleeps.
+    pub(crate) fn notify(&self) {
+        if self.wake_word.load(Ordering::SeqCst) == SLEEPING
+            && self.wake_word.swap(AWAKE, Ordering::SeqCst) == SLEEPING
+        {
+            let _ = rustix::thread::futex::wake(
+                &self.wake_word,
+                rustix::thread::futex::Flags::PRIVATE,
+                1,
+            );
+        }
+    }
+}
+
+/// The carrier-thread-only state.
+pub(crate) struct CarrierLocal {
+    pub(crate) shared: Arc<CarrierShared>,
+    pub(crate) runtime: Arc<RuntimeShared>,
+    run_queue: RefCell<VecDeque<NonNull<Task>>>,
+    pub(crate) timers: RefCell<Timers>,
+    pub(crate) stacks: RefCell<StackCache>,
+    tasks: RefCell<Slab<Arc<Task>>>,
+    /// The task being run, if any.
+    pub(crate) current: Cell<Option<NonNull<Task>>>,
+    tick: Cell<u32>,
+}
+
+thread_local! {
+    static CARRIER: Cell<*const CarrierLocal> = const { Cell::new(ptr::null()) };
+}
+
+/// The carrier running on this thread, if any.
+#[inline]
+pub(crate) fn with_carrier<R>(f: impl FnOnce(Option<&CarrierLocal>) -> R) -> R {
+    let p = CARRIER.with(|c| c.get());
+    // SAFETY: CARRIER is set by `CarrierLocal::run` to a value that lives on
+    // that function's stack frame and is reset before the frame ends; it is
+    // only read on this thread.
+    f(unsafe { p.as_ref() })
+}
+
+/// The green thread running on this thread, if any.
+#[inline]
+pub(crate) fn current_task() -> Option<NonNull<Task>> {
+    with_carrier(|c| c.and_then(|c| c.current.get()))
+}
+
+/// Raw pointer to this thread's carrier, for the signal handler.
+pub(crate) fn carrier_ptr() -> *const CarrierLocal {
+    CARRIER.with(|c| c.get())
+}
+
+/// Puts a woken task on its carrier's run queue.
+pub(crate) fn schedule(task: NonNull<Task>) {
+    // SAFETY: callers hold a reference that keeps the task alive (a Thread
+    // handle, a waker, a timer entry of a parked task).
+    let t = unsafe { task.as_ref() };
+    let local = with_carrier(|c| match c {
+        Some(c) if Arc::ptr_eq(&c.shared, &t.carrier) => {
+            c.run_queue.borrow_mut().push_back(task);
+            true
+        }
+        _ => false,
+    });
+    if !local {
+        // A wake-up for a carrier that has exited is dropped: its tasks
+        // were abandoned.
+        let _ = t.carrier.push_remote(Remote::Wake(TaskPtr(task)));
+    }
+}
+
+/// Suspends the running green thread.
+///
+/// # Safety
+///
+/// `task` must be the green thread running on this thread's carrier.
+pub(crate) unsafe fn suspend(task: NonNull<Task>, why: Suspend) {
+    // SAFETY: per the contract we are on the task's carrier, inside its
+    // coroutine, so its yielder is set and valid for the coroutine's life.
+    unsafe {
+        let yielder = task.as_ref().yielder();
+        (*yielder).suspend(why);
+    }
+}
+
+impl CarrierLocal {
+    pub(crate) fn new(shared: Arc<CarrierShared>, runtime: Arc<RuntimeShared>) -> Self {
+        CarrierLocal {
+            shared,
+            runtime,
+            run_queue: RefCell::new(VecDeque::with_capacity(256)),
+            timers: RefCell::new(Timers::default()),
+            stacks: RefCell::new(StackCache::new()),
+            tasks: RefCell::new(Slab::new()),
+            current: Cell::new(None),
+            tick: Cell::new(0),
+        }
+    }
+
+    /// Registers a new task on this carrier and makes it runnable.
+    pub(crate) fn adopt(&self, task: Arc<Task>) {
+        let ptr = NonNull::from(&*task);
+        let key = {
+            let mut tasks = self.tasks.borrow_mut();
+            let key = tasks.insert(task);
+            // Relaxed: see CarrierShared::load.
+            self.shared.load.store(tasks.len(), Ordering::Relaxed);
+            key
+        };
+        // SAFETY: we are on the carrier that now owns the task.
+        unsafe { ptr.as_ref().set_key(key) };
+        self.run_queue.borrow_mut().push_back(ptr);
+    }
+
+    /// Runs the scheduler until the runtime shuts down.
+    pub(crate) fn run(&self) {
+        CARRIER.with(|c| c.set(self));
+        loop {
+            // Acquire: pairs with push_remote's store so the items are seen.
+            if self.shared.has_remote.load(Ordering::Acquire) {
+                self.drain_remote();
+            }
+            let tick = self.tick.get().wrapping_add(1);
+            self.tick.set(tick);
+            if tick % 64 == 0 {
+                // Relaxed: shutdown is a request; reacting a turn late is fine.
+                if self.shared.shutdown.load(Ordering::Relaxed) {
+                    break;
+                }
+                self.fire_timers();
+            }
+            let next = self.run_queue.borrow_mut().pop_front();
+            match next {
+                Some(task) => self.run_task(task),
+                None => {
+                    if self.fire_timers() {
+                        continue;
+                    }
+                    if self.shared.shutdown.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    self.park();
+                }
+            }
+        }
+        self.abandon_all();
+        CARRIER.with(|c| c.set(ptr::null()));
+    }
+
+    fn drain_remote(&self) {
+        // Relaxed store: the Acquire lock below orders the reads.
+        self.shared.has_remote.store(false, Ordering::Relaxed);
+        let items = mem::take(&mut self.shared.remote.lock().items);
+        for item in items {
+            match item {
+                Remote::Spawn(task) => {
+                    // Relaxed: see CarrierShared::load.
+                    self.shared.pending.fetch_sub(1, Ordering::Relaxed);
+                    self.adopt(task);
+                }
+                Remote::Wake(TaskPtr(task)) => self.run_queue.borrow_mut().push_back(task),
+            }
+        }
+    }
+
+    /// Fires due timers; returns whether any fired.
+    fn fire_timers(&self) -> bool {
+        if self.timers.borrow().is_empty() {
+            return false;
+        }
+        let now = Instant::now();
+        let mut fired = false;
+        loop {
+            // The borrow ends before the target runs: a waker may re-arm.
+            let due = self.timers.borrow_mut().pop_due(now);
+            match due {
+                Some(Target::Park(task)) => {
+                    // SAFETY: a parked task's timer entry outlives nothing:
+                    // the task removes it before returning from the park.
+                    unsafe { task.as_ref() }.wake();
+                }
+                Some(Target::Resume(task)) => self.run_queue.borrow_mut().push_back(task),
+                Some(Target::Waker(w)) => w.wake(),
+                None => break,
+            }
+            fired = true;
+        }
+        fired
+    }
+
+    /// Sleeps until remote work arrives or the next timer is due.
+    fn park(&self) {
+        // Spin briefly first: a wake-up from another carrier often follows
+        // within microseconds, and a futex round trip costs more.
+        for _ in 0..64 {
+            if self.shared.has_remote.load(Ordering::Acquire) {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+        let deadline = self.timers.borrow().next_deadline();
+        let timeout = match deadline {
+            Some(d) => {
+                let now = Instant::now();
+                if d <= now {
+                    return;
+                }
+                let left = d - now;
+                Some(rustix::time::Timespec {
+                    tv_sec: left.as_secs() as _,
+                    tv_nsec: left.subsec_nanos() as _,
+                })
+            }
+            None => None,
+        };
+        // SeqCst: see push_remote.
+        self.shared.wake_word.store(SLEEPING, Ordering::SeqCst);
+        if self.shared.has_remote.load(Ordering::SeqCst)
+            || self.shared.shutdown.load(Ordering::SeqCst)
+        {
+            self.shared.wake_word.store(AWAKE, Ordering::Relaxed);
+            return;
+        }
+        // EAGAIN (already woken), EINTR and ETIMEDOUT all just mean "look
+        // again".
+        let _ = rustix::thread::futex::wait(
+            &self.shared.wake_word,
+            rustix::thread::futex::Flags::PRIVATE,
+            SLEEPING,
+            timeout.as_ref(),
+        );
+        self.shared.wake_word.store(AWAKE, Ordering::Relaxed);
+    }
+
+    fn run_task(&self, ptr: NonNull<Task>) {
+        // SAFETY: a queued task is alive (the slab owns it until it finishes)
+        // and belongs to this carrier.
+        let task = unsafe { ptr.as_ref() };
+        self.current.set(Some(ptr));
+        // SAFETY: we are on the owning carrier, and nothing else takes a
+        // reference to the body while this one lives (the coroutine touches
+        // only its yielder cell).
+        let body = unsafe { task.body() };
+        let finished = match body {
+            Body::Green(co) => match co.resume(()) {
+                CoroutineResult::Yield(Suspend::Yield) => {
+                    self.run_queue.borrow_mut().push_back(ptr);
+                    false
+                }
+                CoroutineResult::Yield(Suspend::Park) => false,
+                CoroutineResult::Return(()) => {
+                    if let Body::Green(co) = mem::replace(body, Body::Done) {
+                        self.stacks.borrow_mut().free(co.into_stack());
+                    }
+                    true
+                }
+            },
+            Body::Future(fut) => {
+                // Consume the notification that queued us. Acquire: pairs
+                // with the waker's Release so its writes are seen by poll.
+                task.state.swap(EMPTY, Ordering::Acquire);
+                let raw = RawWaker::new(ptr.as_ptr() as *const (), super::task::vtable());
+                // SAFETY: the vtable treats the pointer as an Arc<Task>; the
+                // slab's Arc keeps it alive for the poll, and ManuallyDrop
+                // keeps this borrowed waker from releasing that reference
+                // (clones take their own).
+                let waker = ManuallyDrop::new(unsafe { Waker::from_raw(raw) });
+                let mut cx = Context::from_waker(&waker);
+                match fut.as_mut().poll(&mut cx) {
+                    Poll::Ready(()) => {
+                        *body = Body::Done;
+                        true
+                    }
+                    Poll::Pending => {
+                        // AcqRel: Release so a waker that sees PARKED sees a
+                        // fully stopped poll; failure means a wake-up came
+                        // during the poll, so poll again.
+                        if task
+                            .state
+                            .compare_exchange(EMPTY, PARKED, Ordering::AcqRel, Ordering::Acquire)
+                            .is_err()
+                        {
+                            self.run_queue.borrow_mut().push_back(ptr);
+                        }
+                        false
+                    }
+                }
+            }
+            Body::Done => false,
+        };
+        self.current.set(None);
+        if finished {
+            // SAFETY: on the owning carrier.
+            let key = unsafe { task.key() };
+            let task = {
+                let mut tasks = self.tasks.borrow_mut();
+                let t = tasks.remove(key);
+                // Relaxed: see CarrierShared::load.
+                self.shared.load.store(tasks.len(), Ordering::Relaxed);
+                t
+            };
+            drop(task);
+        }
+    }
+
+    /// At shutdown: abandons every unfinished task.
+    ///
+    /// A suspended green thread is never resumed and its stack is never
+    /// freed (something may still write to it); its JoinHandle reports the
+    /// shutdown. An unfinished future is dropped.
+    fn abandon_all(&self) {
+        let pending = {
+            let mut q = self.shared.remote.lock();
+            q.closed = true;
+            mem::take(&mut q.items)
+        };
+        for item in pending {
+            if let Remote::Spawn(task) = item {
+                self.adopt(task);
+            }
+        }
+        self.run_queue.borrow_mut().clear();
+        self.timers.borrow_mut().clear();
+        let tasks = mem::take(&mut *self.tasks.borrow_mut());
+        self.shared.load.store(0, Ordering::Relaxed);
+        for (_, task) in tasks {
+            // SAFETY: on the owning carrier, and nothing else runs.
+            let body = unsafe { task.body() };
+            match mem::replace(body, Body::Done) {
+                Body::Green(co) => {
+                    if co.started() {
+                        // Its stack may hold buffers something still writes
+                        // to, and unwinding it would run its code: leak it.
+                        mem::forget(co);
+                    } else {
+                        drop(co);
+                    }
+                }
+                Body::Future(f) => drop(f),
+                Body::Done => {}
+            }
+            task.complete_join(true);
+        }
+    }
+}

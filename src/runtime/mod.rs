@@ -1,0 +1,413 @@
+//! The runtime: carriers (one OS thread per core), green threads on pooled
+//! stacks, async tasks, timers, and where a spawn lands.
+//!
+//! Owns the carriers' lifetimes and spawn placement. It knows nothing of what
+//! an operation does: blocking front ends park and wake tasks through
+//! [`crate::thread`].
+
+pub(crate) mod carrier;
+pub(crate) mod overflow;
+pub(crate) mod stack;
+pub(crate) mod task;
+pub(crate) mod timer;
+
+use std::future::Future;
+use std::io;
+use std::num::NonZeroUsize;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use corosensei::Coroutine;
+use parking_lot::Mutex;
+
+use self::carrier::{with_carrier, CarrierLocal, CarrierShared, Remote};
+use self::stack::{class_of, PooledStack};
+use self::task::{Body, Packet, Task};
+use crate::thread::JoinHandle;
+
+pub use self::stack::{DEFAULT_STACK_SIZE, MAX_STACK_SIZE, MIN_STACK_SIZE};
+
+/// State shared by a runtime's handles and carriers.
+pub(crate) struct RuntimeShared {
+    pub(crate) carriers: Vec<Arc<CarrierShared>>,
+    pub(crate) stack_size: usize,
+}
+
+impl RuntimeShared {
+    /// The least loaded carrier.
+    fn pick(&self) -> &Arc<CarrierShared> {
+        self.carriers
+            .iter()
+            .min_by_key(|c| c.load())
+            .expect("a runtime has at least one carrier")
+    }
+}
+
+/// Configures and starts a [`Runtime`].
+///
+/// ```
+/// let rt = green::Runtime::builder().carriers(2).stack_size(32 * 1024).build().unwrap();
+/// assert_eq!(rt.block_on(|| 6 * 7), 42);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    carriers: Option<usize>,
+    stack_size: usize,
+    name: String,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            carriers: None,
+            stack_size: DEFAULT_STACK_SIZE,
+            name: "green-carrier".into(),
+        }
+    }
+}
+
+impl Builder {
+    /// Number of carriers (OS threads). Default: one per available core.
+    pub fn carriers(mut self, n: usize) -> Self {
+        self.carriers = Some(n);
+        self
+    }
+
+    /// Default usable stack size of green threads spawned without an
+    /// explicit size. Default [`DEFAULT_STACK_SIZE`] (64 KiB); rounded up to
+    /// a power of two, at least [`MIN_STACK_SIZE`].
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = bytes;
+        self
+    }
+
+    /// Name prefix of the carrier threads (`{prefix}-{index}`).
+    pub fn name(mut self, prefix: impl Into<String>) -> Self {
+        self.name = prefix.into();
+        self
+    }
+
+    /// Starts the carriers.
+    pub fn build(self) -> io::Result<Runtime> {
+        let n = match self.carriers {
+            Some(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a green runtime needs at least one carrier",
+                ))
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+        };
+        class_of(self.stack_size)?;
+        overflow::install_handler();
+        let shared = Arc::new(RuntimeShared {
+            carriers: (0..n).map(|i| Arc::new(CarrierShared::new(i))).collect(),
+            stack_size: self.stack_size,
+        });
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let rt = shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("{}-{i}", self.name))
+                .spawn(move || {
+                    overflow::ensure_altstack();
+                    let local = CarrierLocal::new(rt.carriers[i].clone(), rt.clone());
+                    local.run();
+                });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    let rt = Runtime {
+                        shared,
+                        threads: Mutex::new(threads),
+                    };
+                    drop(rt);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Runtime {
+            shared,
+            threads: Mutex::new(threads),
+        })
+    }
+}
+
+/// A set of carriers that run green threads and async tasks.
+///
+/// Most programs never build one: [`crate::spawn`] from a plain OS thread
+/// starts a default runtime with one carrier per core on first use.
+///
+/// # Shutdown
+///
+/// Dropping a `Runtime` stops its carriers at their next scheduling point
+/// and waits for them. Green threads that have not finished are abandoned:
+/// they are never resumed, their stacks are never freed or reused (the kernel
+/// or a peer may still write to them), and the destructors of what they own
+/// do not run. Joining one returns `Err` with a payload saying the runtime
+/// shut down. Unfinished async tasks are dropped. Spawning onto a runtime
+/// that has shut down fails with an error.
+pub struct Runtime {
+    shared: Arc<RuntimeShared>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("carriers", &self.shared.carriers.len())
+            .field("stack_size", &self.shared.stack_size)
+            .finish()
+    }
+}
+
+impl Runtime {
+    /// A builder with the defaults.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Starts a runtime with the defaults.
+    pub fn new() -> io::Result<Runtime> {
+        Builder::default().build()
+    }
+
+    /// Number of carriers.
+    pub fn carriers(&self) -> usize {
+        self.shared.carriers.len()
+    }
+
+    /// Runs `f` as a green thread on this runtime and returns its value,
+    /// blocking the caller (an OS thread, or a green thread of another
+    /// runtime) until it finishes. A panic in `f` resumes on the caller.
+    pub fn block_on<F, T>(&self, f: F) -> T
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        match self.spawn(f).join() {
+            Ok(v) => v,
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    }
+
+    /// Spawns a green thread on this runtime's least loaded carrier.
+    pub fn spawn<F, T>(&self, f: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        spawn_on(Some(&self.shared), None, None, f)
+            .unwrap_or_else(|e| panic!("failed to spawn green thread: {e}"))
+    }
+
+    /// Spawns an async task on this runtime's least loaded carrier.
+    pub fn spawn_async<F>(&self, fut: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        spawn_async_on(Some(&self.shared), fut)
+            .unwrap_or_else(|e| panic!("failed to spawn async task: {e}"))
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<RuntimeShared> {
+        &self.shared
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        for c in &self.shared.carriers {
+            // SeqCst: pairs with the check in the carrier's park.
+            c.shutdown.store(true, Ordering::SeqCst);
+            c.notify();
+        }
+        let me = std::thread::current().id();
+        for t in self.threads.lock().drain(..) {
+            // A runtime dropped on one of its own carriers cannot wait for
+            // that carrier; it exits on its own at its next turn.
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// The runtime started on first use by spawns from plain OS threads.
+pub(crate) fn default_runtime() -> &'static Runtime {
+    static DEFAULT: OnceLock<Runtime> = OnceLock::new();
+    DEFAULT.get_or_init(|| {
+        Builder::default()
+            .name("green")
+            .build()
+            .unwrap_or_else(|e| panic!("failed to start the default green runtime: {e}"))
+    })
+}
+
+fn shutdown_error() -> io::Error {
+    io::Error::other("the green runtime has shut down")
+}
+
+/// Creates the coroutine of a green thread running `f`.
+fn green_body<F, T>(stack: PooledStack, f: F, packet: Arc<Packet<T>>) -> Body
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    Body::Green(Coroutine::with_stack(stack, move |yielder, ()| {
+        let task = carrier::current_task().expect("a green thread starts on its carrier");
+        // SAFETY: we are the running task on its carrier; the yielder lives
+        // on this coroutine's stack for as long as the coroutine runs.
+        unsafe { task.as_ref().set_yielder(yielder) };
+        let result = catch_unwind(AssertUnwindSafe(f));
+        // SAFETY: the one write of the result, before complete_join.
+        unsafe { packet.set(result) };
+        drop(packet);
+        // SAFETY: the task is alive: its carrier's slab owns it until this
+        // coroutine returns.
+        unsafe { task.as_ref() }.complete_join(false);
+    }))
+}
+
+/// Spawns a green thread: on the current carrier when called on one of
+/// `rt`'s carriers (or `rt` is None and we are on any carrier), else on
+/// `rt`'s (or the default runtime's) least loaded carrier.
+pub(crate) fn spawn_on<F, T>(
+    rt: Option<&Arc<RuntimeShared>>,
+    name: Option<String>,
+    stack_size: Option<usize>,
+    f: F,
+) -> io::Result<JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let local = local_carrier(rt);
+    let class = |rt: &RuntimeShared| class_of(stack_size.unwrap_or(rt.stack_size));
+    let packet = Arc::new(Packet::new());
+    let name = name.map(String::into_boxed_str);
+    match local {
+        Some(c) => {
+            // SAFETY: with_carrier returned this thread's live carrier; we
+            // are still on it, inside one of its green threads.
+            let c = unsafe { &*c };
+            let stack = c.stacks.borrow_mut().alloc(class(&c.runtime)?)?;
+            let task = new_green(c.shared.clone(), name, stack, f, packet.clone());
+            let handle = JoinHandle::new(task.clone(), packet);
+            c.adopt(task);
+            Ok(handle)
+        }
+        None => {
+            let rt = rt.unwrap_or_else(|| default_runtime().shared());
+            let carrier = rt.pick().clone();
+            let stack = stack::alloc_global(class(rt)?)?;
+            let task = new_green(carrier.clone(), name, stack, f, packet.clone());
+            let handle = JoinHandle::new(task.clone(), packet);
+            carrier
+                .push_remote(Remote::Spawn(task))
+                .map_err(|_| shutdown_error())?;
+            Ok(handle)
+        }
+    }
+}
+
+fn new_green<F, T>(
+    carrier: Arc<CarrierShared>,
+    name: Option<Box<str>>,
+    stack: PooledStack,
+    f: F,
+    packet: Arc<Packet<T>>,
+) -> Arc<Task>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let guard = stack.guard();
+    let usable = stack.usable();
+    let mut task = Task::new(carrier, name, Body::Done);
+    task.guard = guard;
+    task.stack_size = usable;
+    *task.body_mut() = green_body(stack, f, packet);
+    Arc::new(task)
+}
+
+/// The future an async task runs: the user's future plus result delivery.
+struct AsyncBody<F: Future> {
+    fut: F,
+    packet: Option<Arc<Packet<F::Output>>>,
+}
+
+impl<F: Future> Future for AsyncBody<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // SAFETY: `fut` is structurally pinned: it is never moved out of the
+        // pinned AsyncBody; `packet` is not pinned and may move.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: see above.
+        let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
+        let result = match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(v)) => Ok(v),
+            Err(p) => Err(p),
+        };
+        if let Some(packet) = this.packet.take() {
+            // SAFETY: the one write of the result, before complete_join.
+            unsafe { packet.set(result) };
+        }
+        let task = carrier::current_task().expect("an async task is polled by its carrier");
+        // SAFETY: the carrier's slab keeps the running task alive.
+        unsafe { task.as_ref() }.complete_join(false);
+        Poll::Ready(())
+    }
+}
+
+pub(crate) fn spawn_async_on<F>(
+    rt: Option<&Arc<RuntimeShared>>,
+    fut: F,
+) -> io::Result<JoinHandle<F::Output>>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let packet = Arc::new(Packet::new());
+    let body = Body::Future(Box::pin(AsyncBody {
+        fut,
+        packet: Some(packet.clone()),
+    }));
+    match local_carrier(rt) {
+        Some(c) => {
+            // SAFETY: as in spawn_on.
+            let c = unsafe { &*c };
+            let task = Arc::new(Task::new(c.shared.clone(), None, body));
+            let handle = JoinHandle::new(task.clone(), packet);
+            c.adopt(task);
+            Ok(handle)
+        }
+        None => {
+            let rt = rt.unwrap_or_else(|| default_runtime().shared());
+            let carrier = rt.pick().clone();
+            let task = Arc::new(Task::new(carrier.clone(), None, body));
+            let handle = JoinHandle::new(task.clone(), packet);
+            carrier
+                .push_remote(Remote::Spawn(task))
+                .map_err(|_| shutdown_error())?;
+            Ok(handle)
+        }
+    }
+}
+
+/// This thread's carrier if a spawn onto `rt` (None: any runtime) should
+/// land on it.
+fn local_carrier(rt: Option<&Arc<RuntimeShared>>) -> Option<*const CarrierLocal> {
+    with_carrier(|c| match (c, rt) {
+        (Some(c), None) => Some(c as *const CarrierLocal),
+        (Some(c), Some(rt)) if Arc::ptr_eq(&c.runtime, rt) => Some(c as *const CarrierLocal),
+        _ => None,
+    })
+}

@@ -1,0 +1,1 @@
+//! Green-aware synchronisation primitives with std's API.
