@@ -30,6 +30,13 @@ use crate::thread::JoinHandle;
 
 pub use self::stack::{DEFAULT_STACK_SIZE, MAX_STACK_SIZE, MIN_STACK_SIZE};
 
+/// Bytes of address space mapped for green thread stacks so far, over all
+/// runtimes. The pool reuses stacks and never unmaps, so this grows only
+/// with the peak number of green threads alive at once.
+pub fn mapped_stack_bytes() -> usize {
+    stack::mapped_bytes()
+}
+
 /// State shared by a runtime's handles and carriers.
 pub(crate) struct RuntimeShared {
     pub(crate) carriers: Vec<Arc<CarrierShared>>,

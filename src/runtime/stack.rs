@@ -341,7 +341,12 @@ impl StackCache {
             let at = cp.free.len() - take;
             list.extend(cp.free.drain(at..));
             if list.is_empty() {
-                cp.carve(class, want, list)?;
+                if let Err(e) = cp.carve(class, want, list) {
+                    // Use what was carved before the failure, if anything.
+                    if list.is_empty() {
+                        return Err(e);
+                    }
+                }
             }
         }
         let raw = list.pop().expect("refill produced at least one stack");
@@ -371,7 +376,7 @@ impl Drop for StackCache {
 }
 
 /// Bytes of stack address space the pool has mapped, over all classes.
-pub fn mapped_bytes() -> usize {
+pub(crate) fn mapped_bytes() -> usize {
     pool().classes.iter().map(|c| c.lock().mapped).sum()
 }
 
