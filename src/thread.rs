@@ -18,6 +18,7 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::marker::PhantomData;
 use std::num::NonZeroU64;
 use std::pin::Pin;
 use std::ptr::NonNull;
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::runtime::carrier::{current_task, suspend, with_carrier};
 use crate::runtime::task::{
-    self, JoinState, Packet, Suspend, Task, Waiter, EMPTY, NOTIFIED, PARKED,
+    self, JoinState, Suspend, Task, TaskRef, Waiter, EMPTY, NOTIFIED, PARKED,
 };
 use crate::runtime::timer::Target;
 use crate::runtime::{self, Runtime};
@@ -58,7 +59,7 @@ pub struct Thread {
 
 #[derive(Clone)]
 enum Inner {
-    Green(Arc<Task>),
+    Green(TaskRef),
     Os(std::thread::Thread, ThreadId),
 }
 
@@ -75,7 +76,7 @@ impl Thread {
     /// The thread's id.
     pub fn id(&self) -> ThreadId {
         match &self.inner {
-            Inner::Green(t) => thread_id(t.id),
+            Inner::Green(t) => thread_id(t.id()),
             Inner::Os(_, id) => *id,
         }
     }
@@ -93,7 +94,7 @@ impl Thread {
         matches!(self.inner, Inner::Green(_))
     }
 
-    pub(crate) fn from_task(task: Arc<Task>) -> Thread {
+    pub(crate) fn from_task(task: TaskRef) -> Thread {
         Thread {
             inner: Inner::Green(task),
         }
@@ -115,14 +116,8 @@ impl fmt::Debug for Thread {
 pub fn current() -> Thread {
     match current_task() {
         Some(t) => {
-            // SAFETY: `t` points into an Arc<Task> (created by Arc::new and
-            // owned by the carrier's slab while it runs), so adding a strong
-            // reference and wrapping it is sound.
-            let task = unsafe {
-                Arc::increment_strong_count(t.as_ptr());
-                Arc::from_raw(t.as_ptr())
-            };
-            Thread::from_task(task)
+            // SAFETY: the running task is alive (its carrier's slab owns it).
+            Thread::from_task(unsafe { TaskRef::clone_from_ptr(t) })
         }
         None => {
             thread_local! {
@@ -141,6 +136,7 @@ pub fn is_green() -> bool {
 }
 
 /// Blocks until unparked (std's `park`, with its spurious wake-ups).
+#[inline]
 pub fn park() {
     match current_task() {
         Some(t) => park_green(t, None),
@@ -156,14 +152,17 @@ pub fn park_timeout(dur: Duration) {
     }
 }
 
+#[inline(always)]
 fn park_green(t: NonNull<Task>, timeout: Option<Duration>) {
     // SAFETY: the running task is alive (its carrier's slab owns it).
     let task = unsafe { t.as_ref() };
-    // Acquire: a consumed token must show what its unparker wrote.
-    if task
-        .state
-        .compare_exchange(NOTIFIED, EMPTY, Ordering::Acquire, Ordering::Relaxed)
-        .is_ok()
+    // Acquire: a consumed token must show what its unparker wrote. The load
+    // first keeps the common case (no token) free of a locked instruction.
+    if task.state.load(Ordering::Relaxed) == NOTIFIED
+        && task
+            .state
+            .compare_exchange(NOTIFIED, EMPTY, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
     {
         return;
     }
@@ -204,6 +203,10 @@ fn far_future() -> Instant {
 
 /// Lets other green threads on this carrier run (or, on an OS thread,
 /// std's `yield_now`).
+// Inlined so the context switch lands in the caller's frame: every call
+// frame between the caller and the switch costs a mispredicted return on
+// each switch (the return stack buffer cannot follow a stack change).
+#[inline]
 pub fn yield_now() {
     match current_task() {
         // SAFETY: `t` is the running green thread on this carrier.
@@ -322,8 +325,17 @@ where
 /// it gives the same result as `join`.
 pub struct JoinHandle<T> {
     thread: Thread,
-    packet: Arc<Packet<T>>,
+    /// The task's allocation holds a `T` result slot (see `TaskRef`); the
+    /// handle never holds a T itself, hence `fn() -> T` (always Unpin).
+    result: PhantomData<fn() -> T>,
 }
+
+// SAFETY: a JoinHandle only moves the right to take the task's result; T is
+// Send (spawn requires it), so taking it on another thread is sound.
+unsafe impl<T: Send> Send for JoinHandle<T> {}
+// SAFETY: &JoinHandle gives no access to the result (join and poll need
+// ownership or &mut).
+unsafe impl<T: Send> Sync for JoinHandle<T> {}
 
 impl<T> fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -334,14 +346,17 @@ impl<T> fmt::Debug for JoinHandle<T> {
 }
 
 impl<T> JoinHandle<T> {
-    pub(crate) fn new(task: Arc<Task>, packet: Arc<Packet<T>>) -> Self {
+    /// The handle of a task created by `TaskRef::new::<T>`. Callers pass
+    /// only such tasks (`spawn_on`, `spawn_async_on`), which is what makes
+    /// `finish`'s typed read sound.
+    pub(crate) fn new(task: TaskRef) -> Self {
         JoinHandle {
             thread: Thread::from_task(task),
-            packet,
+            result: PhantomData,
         }
     }
 
-    fn task(&self) -> &Task {
+    fn task(&self) -> &TaskRef {
         match &self.thread.inner {
             Inner::Green(t) => t,
             Inner::Os(..) => unreachable!("a JoinHandle always names a task"),
@@ -363,7 +378,14 @@ impl<T> JoinHandle<T> {
     pub fn join(self) -> Result<T> {
         let mut state = self.task().join_state();
         if let JoinState::Pending = state {
-            state = self.task().register_join(Waiter::Thread(current()));
+            let waiter = match current_task() {
+                // SAFETY: the running task is alive.
+                Some(me) if Arc::ptr_eq(&unsafe { me.as_ref() }.carrier, &self.task().carrier) => {
+                    Waiter::Local(me)
+                }
+                _ => Waiter::Thread(current()),
+            };
+            state = self.task().register_join(waiter);
             while let JoinState::Pending = state {
                 park();
                 state = self.task().join_state();
@@ -376,9 +398,9 @@ impl<T> JoinHandle<T> {
         match state {
             // SAFETY: Done was observed with Acquire; only one join or poll
             // consumes the handle's result.
-            JoinState::Done => {
-                unsafe { self.packet.take() }.unwrap_or_else(|| Err(task::abandoned_payload()))
-            }
+            // and `new` guarantees the task's result slot holds a T.
+            JoinState::Done => unsafe { self.task().take_result::<T>() }
+                .unwrap_or_else(|| Err(task::abandoned_payload())),
             _ => Err(task::abandoned_payload()),
         }
     }

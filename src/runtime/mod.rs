@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 
 use self::carrier::{with_carrier, CarrierLocal, CarrierShared, Remote};
 use self::stack::{class_of, PooledStack};
-use self::task::{Body, Packet, Task};
+use self::task::{Body, Task, TaskRef};
 use crate::thread::JoinHandle;
 
 pub use self::stack::{DEFAULT_STACK_SIZE, MAX_STACK_SIZE, MIN_STACK_SIZE};
@@ -112,7 +112,7 @@ impl Builder {
         class_of(self.stack_size)?;
         overflow::install_handler();
         let shared = Arc::new(RuntimeShared {
-            carriers: (0..n).map(|i| Arc::new(CarrierShared::new(i))).collect(),
+            carriers: (0..n).map(|_| Arc::new(CarrierShared::new())).collect(),
             stack_size: self.stack_size,
         });
         let mut threads = Vec::with_capacity(n);
@@ -261,7 +261,7 @@ fn shutdown_error() -> io::Error {
 }
 
 /// Creates the coroutine of a green thread running `f`.
-fn green_body<F, T>(stack: PooledStack, f: F, packet: Arc<Packet<T>>) -> Body
+fn green_body<F, T>(stack: PooledStack, f: F) -> Body
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
@@ -272,9 +272,9 @@ where
         // on this coroutine's stack for as long as the coroutine runs.
         unsafe { task.as_ref().set_yielder(yielder) };
         let result = catch_unwind(AssertUnwindSafe(f));
-        // SAFETY: the one write of the result, before complete_join.
-        unsafe { packet.set(result) };
-        drop(packet);
+        // SAFETY: this task was made by TaskRef::new::<T> (new_green); this
+        // is the one write of the result, before complete_join.
+        unsafe { TaskRef::set_result(task, result) };
         // SAFETY: the task is alive: its carrier's slab owns it until this
         // coroutine returns.
         unsafe { task.as_ref() }.complete_join(false);
@@ -296,7 +296,6 @@ where
 {
     let local = local_carrier(rt);
     let class = |rt: &RuntimeShared| class_of(stack_size.unwrap_or(rt.stack_size));
-    let packet = Arc::new(Packet::new());
     let name = name.map(String::into_boxed_str);
     match local {
         Some(c) => {
@@ -304,8 +303,8 @@ where
             // are still on it, inside one of its green threads.
             let c = unsafe { &*c };
             let stack = c.stacks.borrow_mut().alloc(class(&c.runtime)?)?;
-            let task = new_green(c.shared.clone(), name, stack, f, packet.clone());
-            let handle = JoinHandle::new(task.clone(), packet);
+            let task = new_green(c.shared.clone(), name, stack, f);
+            let handle = JoinHandle::new(task.clone());
             c.adopt(task);
             Ok(handle)
         }
@@ -313,8 +312,8 @@ where
             let rt = rt.unwrap_or_else(|| default_runtime().shared());
             let carrier = rt.pick().clone();
             let stack = stack::alloc_global(class(rt)?)?;
-            let task = new_green(carrier.clone(), name, stack, f, packet.clone());
-            let handle = JoinHandle::new(task.clone(), packet);
+            let task = new_green(carrier.clone(), name, stack, f);
+            let handle = JoinHandle::new(task.clone());
             carrier
                 .push_remote(Remote::Spawn(task))
                 .map_err(|_| shutdown_error())?;
@@ -328,25 +327,18 @@ fn new_green<F, T>(
     name: Option<Box<str>>,
     stack: PooledStack,
     f: F,
-    packet: Arc<Packet<T>>,
-) -> Arc<Task>
+) -> TaskRef
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let guard = stack.guard();
-    let usable = stack.usable();
-    let mut task = Task::new(carrier, name, Body::Done);
-    task.guard = guard;
-    task.stack_size = usable;
-    *task.body_mut() = green_body(stack, f, packet);
-    Arc::new(task)
+    let info = (stack.guard(), stack.usable());
+    TaskRef::new::<T>(Task::new(carrier, name, info, green_body(stack, f)))
 }
 
 /// The future an async task runs: the user's future plus result delivery.
 struct AsyncBody<F: Future> {
     fut: F,
-    packet: Option<Arc<Packet<F::Output>>>,
 }
 
 impl<F: Future> Future for AsyncBody<F> {
@@ -354,20 +346,18 @@ impl<F: Future> Future for AsyncBody<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         // SAFETY: `fut` is structurally pinned: it is never moved out of the
-        // pinned AsyncBody; `packet` is not pinned and may move.
-        let this = unsafe { self.get_unchecked_mut() };
-        // SAFETY: see above.
-        let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
+        // pinned AsyncBody.
+        let fut = unsafe { self.map_unchecked_mut(|b| &mut b.fut) };
         let result = match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(v)) => Ok(v),
             Err(p) => Err(p),
         };
-        if let Some(packet) = this.packet.take() {
-            // SAFETY: the one write of the result, before complete_join.
-            unsafe { packet.set(result) };
-        }
         let task = carrier::current_task().expect("an async task is polled by its carrier");
+        // SAFETY: this task was made by TaskRef::new::<F::Output>
+        // (spawn_async_on); a future is not polled after Ready, so this is
+        // the one write of the result, before complete_join.
+        unsafe { TaskRef::set_result(task, result) };
         // SAFETY: the carrier's slab keeps the running task alive.
         unsafe { task.as_ref() }.complete_join(false);
         Poll::Ready(())
@@ -382,25 +372,23 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let packet = Arc::new(Packet::new());
-    let body = Body::Future(Box::pin(AsyncBody {
-        fut,
-        packet: Some(packet.clone()),
-    }));
+    let body = Body::Future(Box::pin(AsyncBody { fut }));
     match local_carrier(rt) {
         Some(c) => {
             // SAFETY: as in spawn_on.
             let c = unsafe { &*c };
-            let task = Arc::new(Task::new(c.shared.clone(), None, body));
-            let handle = JoinHandle::new(task.clone(), packet);
+            let task =
+                TaskRef::new::<F::Output>(Task::new(c.shared.clone(), None, ((0, 0), 0), body));
+            let handle = JoinHandle::new(task.clone());
             c.adopt(task);
             Ok(handle)
         }
         None => {
             let rt = rt.unwrap_or_else(|| default_runtime().shared());
             let carrier = rt.pick().clone();
-            let task = Arc::new(Task::new(carrier.clone(), None, body));
-            let handle = JoinHandle::new(task.clone(), packet);
+            let task =
+                TaskRef::new::<F::Output>(Task::new(carrier.clone(), None, ((0, 0), 0), body));
+            let handle = JoinHandle::new(task.clone());
             carrier
                 .push_remote(Remote::Spawn(task))
                 .map_err(|_| shutdown_error())?;

@@ -121,8 +121,12 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
                         Some(n) => write_stderr(n.as_bytes()),
                         None => write_stderr(b"<unnamed>"),
                     }
-                    write_stderr(b"' has overflowed its stack (green thread ");
-                    write_num(task.id);
+                    write_stderr(b"' has overflowed its stack (green thread");
+                    let id = task.id_if_assigned();
+                    if id != 0 {
+                        write_stderr(b" ");
+                        write_num(id);
+                    }
                     write_stderr(b", stack size ");
                     write_num((task.stack_size / 1024) as u64);
                     write_stderr(b" KiB)\nfatal runtime error: stack overflow, aborting\n");
