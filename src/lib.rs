@@ -65,6 +65,11 @@ where
 /// parks while it waits. From a plain OS thread the future runs as an async
 /// task on the default runtime (so it can use the runtime's timers) while
 /// the OS thread blocks. A panic in the future resumes on the caller.
+///
+/// # Panics
+///
+/// When called inside an async task (use `.await` there): blocking would
+/// stall the carrier that must run the future.
 pub fn block_on<F>(fut: F) -> F::Output
 where
     F: Future + Send + 'static,
@@ -72,6 +77,8 @@ where
 {
     if thread::is_green() {
         thread::block_on_here(fut)
+    } else if runtime::carrier::polling_task().is_some() {
+        panic!("green::block_on called inside an async task; use .await there instead");
     } else {
         match spawn_async(fut).join() {
             Ok(v) => v,

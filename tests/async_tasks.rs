@@ -95,3 +95,27 @@ fn dropped_sleep_future_does_not_wake_anything() {
         green::time::sleep_async(Duration::from_millis(1)).await;
     });
 }
+
+#[test]
+fn blocking_calls_inside_a_poll_are_not_green() {
+    // Inside an async task's poll there is no green thread to suspend:
+    // yield_now and sleep fall back to the OS thread (std behaviour), and
+    // current() names the carrier's OS thread.
+    let h = green::spawn_async(async {
+        green::thread::yield_now();
+        green::thread::sleep(Duration::from_millis(1));
+        (
+            green::thread::is_green(),
+            green::thread::current().is_green(),
+        )
+    });
+    assert_eq!(h.join().unwrap(), (false, false));
+}
+
+#[test]
+fn block_on_inside_async_task_panics_with_clear_message() {
+    let h = green::spawn_async(async { green::block_on(async { 1 }) });
+    let err = h.join().unwrap_err();
+    let msg = err.downcast_ref::<&str>().copied().unwrap_or_default();
+    assert!(msg.contains("inside an async task"), "{msg}");
+}

@@ -126,8 +126,11 @@ pub(crate) struct CarrierLocal {
     pub(crate) timers: RefCell<Timers>,
     pub(crate) stacks: RefCell<StackCache>,
     tasks: RefCell<Slab<TaskRef>>,
-    /// The task being run, if any.
+    /// The green thread being run, if any.
     pub(crate) current: Cell<Option<NonNull<Task>>>,
+    /// The async task being polled, if any. Kept apart from `current`: code
+    /// inside a poll is not on a green thread and must not suspend.
+    pub(crate) polling: Cell<Option<NonNull<Task>>>,
     tick: Cell<u32>,
 }
 
@@ -149,6 +152,11 @@ pub(crate) fn with_carrier<R>(f: impl FnOnce(Option<&CarrierLocal>) -> R) -> R {
 #[inline]
 pub(crate) fn current_task() -> Option<NonNull<Task>> {
     with_carrier(|c| c.and_then(|c| c.current.get()))
+}
+
+/// The async task this carrier is polling, if any.
+pub(crate) fn polling_task() -> Option<NonNull<Task>> {
+    with_carrier(|c| c.and_then(|c| c.polling.get()))
 }
 
 /// Raw pointer to this thread's carrier, for the signal handler.
@@ -204,6 +212,7 @@ impl CarrierLocal {
             stacks: RefCell::new(StackCache::new()),
             tasks: RefCell::new(Slab::new()),
             current: Cell::new(None),
+            polling: Cell::new(None),
             tick: Cell::new(0),
         }
     }
@@ -343,19 +352,30 @@ impl CarrierLocal {
         self.shared.wake_word.store(AWAKE, Ordering::Relaxed);
     }
 
+    #[inline(always)]
+    fn resume_green(
+        &self,
+        ptr: NonNull<Task>,
+        co: &mut super::task::GreenCoroutine,
+    ) -> CoroutineResult<Suspend, ()> {
+        self.current.set(Some(ptr));
+        let r = co.resume(());
+        self.current.set(None);
+        r
+    }
+
     // Inlined into the loop for the same reason as `suspend`.
     #[inline(always)]
     fn run_task(&self, ptr: NonNull<Task>) {
         // SAFETY: a queued task is alive (the slab owns it until it finishes)
         // and belongs to this carrier.
         let task = unsafe { ptr.as_ref() };
-        self.current.set(Some(ptr));
         // SAFETY: we are on the owning carrier, and nothing else takes a
         // reference to the body while this one lives (the coroutine touches
         // only its yielder cell).
         let body = unsafe { task.body() };
         let finished = match body {
-            Body::Green(co) => match co.resume(()) {
+            Body::Green(co) => match self.resume_green(ptr, co) {
                 CoroutineResult::Yield(Suspend::Yield) => {
                     self.run_queue.borrow_mut().push_back(ptr);
                     false
@@ -369,6 +389,7 @@ impl CarrierLocal {
                 }
             },
             Body::Future(fut) => {
+                self.polling.set(Some(ptr));
                 // Consume the notification that queued us. Acquire: pairs
                 // with the waker's Release so its writes are seen by poll.
                 task.state.swap(EMPTY, Ordering::Acquire);
@@ -401,7 +422,7 @@ impl CarrierLocal {
             }
             Body::Done => false,
         };
-        self.current.set(None);
+        self.polling.set(None);
         if finished {
             // SAFETY: on the owning carrier.
             let key = unsafe { task.key() };

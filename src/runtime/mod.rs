@@ -353,7 +353,7 @@ impl<F: Future> Future for AsyncBody<F> {
             Ok(Poll::Ready(v)) => Ok(v),
             Err(p) => Err(p),
         };
-        let task = carrier::current_task().expect("an async task is polled by its carrier");
+        let task = carrier::polling_task().expect("an async task is polled by its carrier");
         // SAFETY: this task was made by TaskRef::new::<F::Output>
         // (spawn_async_on); a future is not polled after Ready, so this is
         // the one write of the result, before complete_join.
