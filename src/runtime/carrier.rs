@@ -400,7 +400,9 @@ impl CarrierLocal {
                 // (clones take their own).
                 let waker = ManuallyDrop::new(unsafe { Waker::from_raw(raw) });
                 let mut cx = Context::from_waker(&waker);
-                match fut.as_mut().poll(&mut cx) {
+                let polled = fut.as_mut().poll(&mut cx);
+                self.polling.set(None);
+                match polled {
                     Poll::Ready(()) => {
                         *body = Body::Done;
                         true
@@ -422,7 +424,6 @@ impl CarrierLocal {
             }
             Body::Done => false,
         };
-        self.polling.set(None);
         if finished {
             // SAFETY: on the owning carrier.
             let key = unsafe { task.key() };
