@@ -1,0 +1,252 @@
+//! [`Consumer`]: the reading half of a ring, and the sleeping side of the
+//! wake-up protocol.
+
+use std::hint;
+use std::ptr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::error::{RingError, WaitOutcome};
+use super::raw::Shared;
+use super::{futex, Pod};
+
+/// The reading half of a ring: the only writer of `head` and
+/// `need_wakeup`. The [`Producer`](super::Producer) may be in another
+/// thread or another process, and is not trusted: the consumer reads its
+/// `tail` once per operation and checks it before touching any slot.
+pub struct Consumer<T: Pod> {
+    ring: Shared<T>,
+    /// Our own index, authoritative: never re-read from shared memory.
+    head: u32,
+    /// The producer's `tail` as last read and validated: `tail - head` is
+    /// in `0..=capacity`, and the real tail is at or after it.
+    tail: u32,
+    /// Set once the producer is seen breaking the protocol; sticky.
+    failed: Option<RingError>,
+}
+
+// SAFETY: the consumer is the only writer of `head` and `need_wakeup` and
+// the only reader of published slots (RawRing's contract); it accesses
+// shared memory only through atomics and slots it owns, from whichever
+// single thread holds it (`&mut self`). The memory stays valid wherever it
+// moves (RawRing's contract / `owner`), and `T: Pod` values are `Send`.
+unsafe impl<T: Pod> Send for Consumer<T> {}
+
+/// Spin iterations between clock reads in [`Consumer::wait`].
+const SPINS_PER_CLOCK_READ: u32 = 64;
+
+impl<T: Pod> Consumer<T> {
+    pub(crate) fn new(ring: Shared<T>, head: u32, tail: u32) -> Self {
+        Consumer {
+            ring,
+            head,
+            tail,
+            failed: None,
+        }
+    }
+
+    /// Number of entries the ring holds.
+    pub fn capacity(&self) -> u32 {
+        self.ring.capacity
+    }
+
+    /// The protocol violation this consumer saw, if any. Once set, every
+    /// operation fails with it.
+    pub fn error(&self) -> Option<&RingError> {
+        self.failed.as_ref()
+    }
+
+    /// Entries available according to the last tail seen (no shared-memory
+    /// read).
+    fn cached_len(&self) -> u32 {
+        self.tail.wrapping_sub(self.head)
+    }
+
+    /// Reads the producer's `tail` once with `order`, validates it, and
+    /// returns the number of entries available.
+    fn refresh_tail(&mut self, order: Ordering) -> Result<u32, RingError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let tail = self.ring.tail().load(order);
+        // The producer may only move tail forward, and at most to
+        // `head + capacity`: the entries it added since we last looked are
+        // at most the free slots there were.
+        let max = self.head.wrapping_add(self.ring.capacity);
+        if tail.wrapping_sub(self.tail) > max.wrapping_sub(self.tail) {
+            let e = RingError::Corrupt {
+                index: "tail",
+                found: tail,
+                min: self.tail,
+                max,
+            };
+            self.failed = Some(e.clone());
+            return Err(e);
+        }
+        self.tail = tail;
+        Ok(self.cached_len())
+    }
+
+    /// Entries available now: reads the producer's `tail` once.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Corrupt`] if the producer's `tail` is out of range.
+    pub fn len(&mut self) -> Result<u32, RingError> {
+        // Acquire: pairs with the producer's Release store of `tail`.
+        self.refresh_tail(Ordering::Acquire)
+    }
+
+    /// Whether no entry is available now.
+    ///
+    /// # Errors
+    ///
+    /// As [`len`](Self::len).
+    pub fn is_empty(&mut self) -> Result<bool, RingError> {
+        self.len().map(|n| n == 0)
+    }
+
+    /// Removes the oldest entry, or returns `None` if the ring is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Corrupt`] if the producer broke the protocol (now or
+    /// earlier).
+    pub fn pop(&mut self) -> Result<Option<T>, RingError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        // Acquire: pairs with the producer's Release store of `tail`, so
+        // the entries it published are visible.
+        if self.cached_len() == 0 && self.refresh_tail(Ordering::Acquire)? == 0 {
+            return Ok(None);
+        }
+        // SAFETY: `slot` is in bounds and published (`head < tail`, tail
+        // read with Acquire), and the slot memory is initialized (zeroed at
+        // init, then written by the producer). A peer scribbling on it can
+        // only change the bits, and every bit pattern is a valid `T: Pod`;
+        // the volatile read copies it out once, so the value we return is
+        // never re-read from shared memory.
+        let value = unsafe { ptr::read_volatile(self.ring.slot(self.head)) };
+        self.head = self.head.wrapping_add(1);
+        // Release: our read of the slot happens before the producer's
+        // Acquire load of `head` that lets it reuse the slot.
+        self.ring.head().store(self.head, Ordering::Release);
+        Ok(Some(value))
+    }
+
+    /// Removes up to `out.len()` entries into `out`, in order, with one
+    /// `head` store; returns how many (0 if the ring is empty).
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Corrupt`] if the producer broke the protocol (now or
+    /// earlier); nothing is removed then.
+    pub fn pop_into(&mut self, out: &mut [T]) -> Result<usize, RingError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let mut available = self.cached_len();
+        if (available as usize) < out.len() {
+            // Acquire: pairs with the producer's Release store of `tail`.
+            available = self.refresh_tail(Ordering::Acquire)?;
+        }
+        let n = out.len().min(available as usize);
+        if n == 0 {
+            return Ok(0);
+        }
+        let start = (self.head & (self.ring.capacity - 1)) as usize;
+        let first = n.min(self.ring.capacity as usize - start);
+        // SAFETY: slots `head .. head + n` are published (n <= tail - head,
+        // tail read with Acquire) and initialized; `first` of them lie
+        // between `start` and the end of the array, the rest at its
+        // beginning. `out` is the caller's exclusive slice and cannot
+        // overlap the ring. Each byte is copied once into `out` and never
+        // re-read from shared memory; any bits are a valid `T: Pod`.
+        unsafe {
+            ptr::copy_nonoverlapping(self.ring.slot(self.head), out.as_mut_ptr(), first);
+            ptr::copy_nonoverlapping(self.ring.slot(0), out.as_mut_ptr().add(first), n - first);
+        }
+        self.head = self.head.wrapping_add(n as u32);
+        // Release: our reads of the slots happen before the producer's
+        // Acquire load of `head` that lets it reuse them.
+        self.ring.head().store(self.head, Ordering::Release);
+        Ok(n)
+    }
+
+    /// Waits until the ring has an entry or `timeout` (`None`: no limit)
+    /// passes: spins for up to `spin` first, then sleeps on the futex word
+    /// with `need_wakeup` set, so the producer's
+    /// [`notify`](super::Producer::notify) wakes it. See the
+    /// [wake-up protocol](super#wake-up-protocol).
+    ///
+    /// Returns [`WaitOutcome::Ready`] at once if an entry is available. A
+    /// zero `timeout` makes no syscall.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Corrupt`] if the producer broke the protocol;
+    /// [`RingError::Futex`] if `FUTEX_WAIT` fails unexpectedly.
+    pub fn wait(
+        &mut self,
+        spin: Duration,
+        timeout: Option<Duration>,
+    ) -> Result<WaitOutcome, RingError> {
+        // Acquire: pairs with the producer's Release store of `tail`.
+        if self.cached_len() > 0 || self.refresh_tail(Ordering::Acquire)? > 0 {
+            return Ok(WaitOutcome::Ready);
+        }
+        let start = Instant::now();
+        // An unrepresentable deadline is as good as none.
+        let deadline = timeout.and_then(|t| start.checked_add(t));
+        let spin = timeout.map_or(spin, |t| spin.min(t));
+        if !spin.is_zero() {
+            let mut spins = 0u32;
+            loop {
+                hint::spin_loop();
+                // Acquire: pairs with the producer's Release store of `tail`.
+                if self.refresh_tail(Ordering::Acquire)? > 0 {
+                    return Ok(WaitOutcome::Ready);
+                }
+                spins = spins.wrapping_add(1);
+                if spins % SPINS_PER_CLOCK_READ == 0 && start.elapsed() >= spin {
+                    break;
+                }
+            }
+        }
+        loop {
+            // Read the futex word before announcing the sleep: any bump the
+            // producer makes after seeing `need_wakeup` set is then newer
+            // than `seen`, and FUTEX_WAIT returns at once.
+            let seen = self.ring.futex().load(Ordering::SeqCst);
+            // The consumer's half of the Dekker pair: SeqCst store of
+            // `need_wakeup`, then SeqCst load of `tail`.
+            self.ring.need_wakeup().store(1, Ordering::SeqCst);
+            let available = self.refresh_tail(Ordering::SeqCst);
+            if !matches!(available, Ok(0)) {
+                self.ring.need_wakeup().store(0, Ordering::SeqCst);
+                return available.map(|_| WaitOutcome::Ready);
+            }
+            let remaining = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(r) if !r.is_zero() => Some(r),
+                    _ => {
+                        self.ring.need_wakeup().store(0, Ordering::SeqCst);
+                        return Ok(WaitOutcome::TimedOut);
+                    }
+                },
+            };
+            let slept = futex::wait(self.ring.futex(), seen, remaining);
+            // SeqCst: a producer that reads this 0 skips the wake, which is
+            // only safe because our next round's SeqCst store of 1 follows
+            // it (see the protocol notes).
+            self.ring.need_wakeup().store(0, Ordering::SeqCst);
+            slept?;
+            // Acquire: pairs with the producer's Release store of `tail`.
+            if self.refresh_tail(Ordering::Acquire)? > 0 {
+                return Ok(WaitOutcome::Ready);
+            }
+        }
+    }
+}
