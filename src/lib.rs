@@ -35,15 +35,17 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
+pub(crate) mod driver;
 pub mod ring;
 pub mod runtime;
 pub mod sync;
+pub(crate) mod sys;
 pub mod thread;
 pub mod time;
 
 use std::future::Future;
 
-pub use runtime::{Builder, Runtime};
+pub use runtime::{Builder, IoBackend, Runtime};
 pub use thread::{spawn, JoinHandle};
 
 /// Spawns an async task on the current carrier (from a green thread or an

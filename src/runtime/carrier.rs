@@ -10,11 +10,12 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::mem::{self, ManuallyDrop};
+use std::os::fd::OwnedFd;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, RawWaker, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use corosensei::CoroutineResult;
 use parking_lot::Mutex;
@@ -24,6 +25,7 @@ use super::stack::StackCache;
 use super::task::{Body, Suspend, Task, TaskRef, EMPTY, PARKED};
 use super::timer::{Target, Timers};
 use super::RuntimeShared;
+use crate::driver::{Driver, Woken};
 
 /// A task pointer that crosses threads through the remote queue.
 pub(crate) struct TaskPtr(pub(crate) NonNull<Task>);
@@ -59,11 +61,15 @@ pub(crate) struct CarrierShared {
     /// Remote spawns pushed but not yet taken by the carrier.
     pending: AtomicUsize,
     pub(crate) shutdown: AtomicBool,
+    /// With the io_uring backend, the carrier sleeps in io_uring_enter with
+    /// a read pending on this eventfd; writing it wakes the carrier.
+    pub(crate) wake_fd: Option<Arc<OwnedFd>>,
 }
 
 impl CarrierShared {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(wake_fd: Option<Arc<OwnedFd>>) -> Self {
         CarrierShared {
+            wake_fd,
             remote: Mutex::new(RemoteQueue {
                 items: Vec::new(),
                 closed: false,
@@ -109,11 +115,19 @@ impl CarrierShared {
         if self.wake_word.load(Ordering::SeqCst) == SLEEPING
             && self.wake_word.swap(AWAKE, Ordering::SeqCst) == SLEEPING
         {
-            let _ = rustix::thread::futex::wake(
-                &self.wake_word,
-                rustix::thread::futex::Flags::PRIVATE,
-                1,
-            );
+            match &self.wake_fd {
+                Some(fd) => {
+                    // A full counter (EAGAIN) already means "wake up".
+                    let _ = rustix::io::write(&**fd, &1u64.to_ne_bytes());
+                }
+                None => {
+                    let _ = rustix::thread::futex::wake(
+                        &self.wake_word,
+                        rustix::thread::futex::Flags::PRIVATE,
+                        1,
+                    );
+                }
+            }
         }
     }
 }
@@ -126,6 +140,10 @@ pub(crate) struct CarrierLocal {
     pub(crate) timers: RefCell<Timers>,
     pub(crate) stacks: RefCell<StackCache>,
     tasks: RefCell<Slab<TaskRef>>,
+    /// The kernel ring, with the io_uring backend.
+    pub(crate) driver: RefCell<Option<Driver>>,
+    /// Scratch list of waiters woken by completions.
+    woken: RefCell<Vec<Woken>>,
     /// The green thread being run, if any.
     pub(crate) current: Cell<Option<NonNull<Task>>>,
     /// The async task being polled, if any. Kept apart from `current`: code
@@ -203,8 +221,14 @@ pub(crate) unsafe fn suspend(task: NonNull<Task>, why: Suspend) {
 }
 
 impl CarrierLocal {
-    pub(crate) fn new(shared: Arc<CarrierShared>, runtime: Arc<RuntimeShared>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<CarrierShared>,
+        runtime: Arc<RuntimeShared>,
+        driver: Option<Driver>,
+    ) -> Self {
         CarrierLocal {
+            driver: RefCell::new(driver),
+            woken: RefCell::new(Vec::new()),
             shared,
             runtime,
             run_queue: RefCell::new(VecDeque::with_capacity(256)),
@@ -248,6 +272,7 @@ impl CarrierLocal {
                     break;
                 }
                 self.fire_timers();
+                self.poll_driver();
             }
             let next = self.run_queue.borrow_mut().pop_front();
             match next {
@@ -308,6 +333,33 @@ impl CarrierLocal {
         fired
     }
 
+    /// One driver turn: submit queued entries, collect completions.
+    fn poll_driver(&self) {
+        let mut driver = self.driver.borrow_mut();
+        match driver.as_mut() {
+            Some(d) if d.busy() => {
+                let mut woken = mem::take(&mut *self.woken.borrow_mut());
+                d.turn(&mut woken);
+                drop(driver);
+                self.schedule_woken(woken);
+            }
+            _ => {}
+        }
+    }
+
+    /// Schedules waiters woken by completions (outside the driver borrow:
+    /// a waker may run arbitrary code).
+    fn schedule_woken(&self, mut woken: Vec<Woken>) {
+        for w in woken.drain(..) {
+            match w {
+                Woken::Green(t) => self.run_queue.borrow_mut().push_back(t),
+                Woken::Waker(w) => w.wake(),
+            }
+        }
+        // Keep the allocation for the next turn.
+        *self.woken.borrow_mut() = woken;
+    }
+
     /// Sleeps until remote work arrives or the next timer is due.
     fn park(&self) {
         // Spin briefly first: a wake-up from another carrier often follows
@@ -341,6 +393,17 @@ impl CarrierLocal {
             self.shared.wake_word.store(AWAKE, Ordering::Relaxed);
             return;
         }
+        let mut driver = self.driver.borrow_mut();
+        if let Some(d) = driver.as_mut() {
+            let mut woken = mem::take(&mut *self.woken.borrow_mut());
+            let timeout = timeout.map(|t| Duration::new(t.tv_sec as u64, t.tv_nsec as u32));
+            d.park(timeout, &mut woken);
+            drop(driver);
+            self.shared.wake_word.store(AWAKE, Ordering::Relaxed);
+            self.schedule_woken(woken);
+            return;
+        }
+        drop(driver);
         // EAGAIN (already woken), EINTR and ETIMEDOUT all just mean "look
         // again".
         let _ = rustix::thread::futex::wait(
@@ -482,5 +545,8 @@ impl CarrierLocal {
         }
         // Wake-ups issued above queued tasks that will never run.
         self.run_queue.borrow_mut().clear();
+        // Cancels what is in flight and waits for the kernel to let go of
+        // the buffers (abandoned green threads' stacks are leaked anyway).
+        drop(self.driver.borrow_mut().take());
     }
 }

@@ -29,6 +29,8 @@ use self::task::{Body, Task, TaskRef};
 use crate::thread::JoinHandle;
 
 pub use self::stack::{DEFAULT_STACK_SIZE, MAX_STACK_SIZE, MIN_STACK_SIZE};
+use crate::driver::Driver;
+pub use crate::driver::IoBackend;
 
 /// Bytes of address space mapped for green thread stacks so far, over all
 /// runtimes. The pool reuses stacks and never unmaps, so this grows only
@@ -41,6 +43,7 @@ pub fn mapped_stack_bytes() -> usize {
 pub(crate) struct RuntimeShared {
     pub(crate) carriers: Vec<Arc<CarrierShared>>,
     pub(crate) stack_size: usize,
+    pub(crate) backend: IoBackend,
 }
 
 impl RuntimeShared {
@@ -64,7 +67,13 @@ pub struct Builder {
     carriers: Option<usize>,
     stack_size: usize,
     name: String,
+    io_backend: Option<IoBackend>,
+    ring_entries: u32,
 }
+
+/// Default submission ring size per carrier (the completion ring is twice
+/// as large).
+pub const DEFAULT_RING_ENTRIES: u32 = 256;
 
 impl Default for Builder {
     fn default() -> Self {
@@ -72,6 +81,8 @@ impl Default for Builder {
             carriers: None,
             stack_size: DEFAULT_STACK_SIZE,
             name: "green-carrier".into(),
+            io_backend: None,
+            ring_entries: DEFAULT_RING_ENTRIES,
         }
     }
 }
@@ -88,6 +99,23 @@ impl Builder {
     /// a power of two, at least [`MIN_STACK_SIZE`].
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = bytes;
+        self
+    }
+
+    /// The I/O backend. Default: `GREEN_IO_BACKEND` if set, else
+    /// [`IoBackend::IoUring`]. With io_uring, [`Builder::build`] fails with
+    /// an error naming the cause when the kernel refuses it.
+    pub fn io_backend(mut self, backend: IoBackend) -> Self {
+        self.io_backend = Some(backend);
+        self
+    }
+
+    /// Submission ring entries per carrier (rounded up to a power of two by
+    /// the kernel; the completion ring is twice as large). More operations
+    /// than this may be in flight: the surplus waits for room. Default
+    /// [`DEFAULT_RING_ENTRIES`].
+    pub fn ring_entries(mut self, entries: u32) -> Self {
+        self.ring_entries = entries;
         self
     }
 
@@ -110,37 +138,88 @@ impl Builder {
             None => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
         };
         class_of(self.stack_size)?;
+        if self.ring_entries == 0 || self.ring_entries > 32768 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "ring_entries must be in 1..=32768, got {}",
+                    self.ring_entries
+                ),
+            ));
+        }
+        let backend = match self.io_backend {
+            Some(b) => b,
+            None => IoBackend::from_env()?.unwrap_or_default(),
+        };
         overflow::install_handler();
+        let mut carriers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let wake_fd = match backend {
+                IoBackend::IoUring => Some(Arc::new(rustix::event::eventfd(
+                    0,
+                    rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+                )?)),
+                IoBackend::Blocking => None,
+            };
+            carriers.push(Arc::new(CarrierShared::new(wake_fd)));
+        }
         let shared = Arc::new(RuntimeShared {
-            carriers: (0..n).map(|_| Arc::new(CarrierShared::new())).collect(),
+            carriers,
             stack_size: self.stack_size,
+            backend,
         });
-        let mut threads = Vec::with_capacity(n);
+        let mut rt = Runtime {
+            shared: shared.clone(),
+            threads: Mutex::new(Vec::with_capacity(n)),
+        };
+        // Each carrier sets up its own ring (SINGLE_ISSUER binds a ring to
+        // the thread that creates it) and reports back before we return.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
+        let entries = self.ring_entries;
         for i in 0..n {
-            let rt = shared.clone();
+            let rt_shared = shared.clone();
+            let ready = ready_tx.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("{}-{i}", self.name))
                 .spawn(move || {
                     overflow::ensure_altstack();
-                    let local = CarrierLocal::new(rt.carriers[i].clone(), rt.clone());
+                    let carrier = rt_shared.carriers[i].clone();
+                    let driver = match &carrier.wake_fd {
+                        Some(fd) => match Driver::new(entries, fd.clone()) {
+                            Ok(d) => Some(d),
+                            Err(e) => {
+                                let _ = ready.send(Err(io::Error::new(
+                                    e.kind(),
+                                    format!("green runtime: io_uring unavailable: {e}. Set GREEN_IO_BACKEND=blocking or Builder::io_backend(IoBackend::Blocking) to run without it"),
+                                )));
+                                return;
+                            }
+                        },
+                        None => None,
+                    };
+                    let _ = ready.send(Ok(()));
+                    drop(ready);
+                    let local = CarrierLocal::new(carrier, rt_shared, driver);
                     local.run();
                 });
             match spawned {
-                Ok(t) => threads.push(t),
-                Err(e) => {
-                    let rt = Runtime {
-                        shared,
-                        threads: Mutex::new(threads),
-                    };
-                    drop(rt);
-                    return Err(e);
+                Ok(t) => rt.threads.get_mut().push(t),
+                Err(e) => return Err(e),
+            }
+        }
+        drop(ready_tx);
+        for _ in 0..n {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(io::Error::other(
+                        "a green carrier thread exited during start-up",
+                    ))
                 }
             }
         }
-        Ok(Runtime {
-            shared,
-            threads: Mutex::new(threads),
-        })
+        Ok(rt)
     }
 }
 
@@ -168,6 +247,7 @@ impl std::fmt::Debug for Runtime {
         f.debug_struct("Runtime")
             .field("carriers", &self.shared.carriers.len())
             .field("stack_size", &self.shared.stack_size)
+            .field("io_backend", &self.shared.backend)
             .finish()
     }
 }
@@ -186,6 +266,11 @@ impl Runtime {
     /// Number of carriers.
     pub fn carriers(&self) -> usize {
         self.shared.carriers.len()
+    }
+
+    /// The I/O backend the carriers use.
+    pub fn io_backend(&self) -> IoBackend {
+        self.shared.backend
     }
 
     /// Runs `f` as a green thread on this runtime and returns its value,
