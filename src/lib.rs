@@ -36,6 +36,10 @@
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
 pub(crate) mod driver;
+pub mod aio;
+pub mod fs;
+pub mod net;
+pub mod os;
 pub mod ring;
 pub mod runtime;
 pub mod sync;

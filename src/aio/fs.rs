@@ -1,0 +1,1 @@
+//! Files as futures (owned buffers), on the carrier's kernel ring.

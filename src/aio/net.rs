@@ -1,0 +1,1 @@
+//! Sockets as futures (owned buffers), on the carrier's kernel ring.

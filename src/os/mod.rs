@@ -1,0 +1,2 @@
+//! OS-specific extensions, mirroring `std::os`.
+pub mod unix;

@@ -1,0 +1,2 @@
+//! Unix-specific extensions, mirroring `std::os::unix`.
+pub mod net;
