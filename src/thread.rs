@@ -241,10 +241,30 @@ pub fn sleep_until(deadline: Instant) {
 }
 
 fn sleep_until_green(t: NonNull<Task>, deadline: Instant) {
-    if deadline <= Instant::now() {
+    let now = Instant::now();
+    if deadline <= now {
         // std's sleep(0) still yields; so do we.
         yield_now();
         return;
+    }
+    // On an io_uring carrier the wait is a TIMEOUT op on the ring: the
+    // kernel's timer completes it like any other operation.
+    let ts = crate::driver::timespec(deadline - now);
+    let sqe = crate::sys::uring::Sqe {
+        opcode: crate::sys::uring::op::TIMEOUT,
+        fd: -1,
+        addr: &ts as *const _ as u64,
+        len: 1,
+        ..Default::default()
+    };
+    // SAFETY: `ts` lives in this frame, which stays suspended until the
+    // op's completion.
+    match unsafe { crate::driver::green_op(sqe, None, "TIMEOUT") } {
+        // No ring, or a kernel without the op: the carrier's timers.
+        None => {}
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::Unsupported => {}
+        // Expired (-ETIME), or cancelled because the runtime shuts down.
+        Some(_) => return,
     }
     with_carrier(|c| {
         c.expect("a green thread runs on a carrier")
