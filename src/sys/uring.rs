@@ -207,10 +207,9 @@ pub(crate) struct Uring {
     sq_mask: u32,
     sq_entries: u32,
     sqes: *mut Sqe,
-    /// Our next SQE index; `[published, local_tail)` are filled, unsubmitted.
+    /// Our next SQE index; `[kernel head, local_tail)` are filled and not
+    /// yet consumed by the kernel.
     local_tail: u32,
-    /// The tail the kernel has seen.
-    published: u32,
     cq_head: *const AtomicU32,
     cq_tail: *const AtomicU32,
     cq_mask: u32,
@@ -316,7 +315,6 @@ impl Uring {
             sq_entries: p.sq_entries,
             sqes: sqe_map.ptr.as_ptr() as *mut Sqe,
             local_tail: 0,
-            published: 0,
             cq_head: cq.at(p.cq_off.head),
             cq_tail: cq.at(p.cq_off.tail),
             cq_mask,
@@ -378,9 +376,14 @@ impl Uring {
         self.sq_entries - self.local_tail.wrapping_sub(head)
     }
 
-    /// Filled SQEs the kernel has not been told about.
+    /// Filled SQEs the kernel has not consumed yet. Counted from the
+    /// kernel's head, not from our last publish: an enter that failed with
+    /// EBUSY consumed nothing, and those entries must be offered again.
     pub(crate) fn unsubmitted(&self) -> u32 {
-        self.local_tail.wrapping_sub(self.published)
+        // Acquire: see next_sqe.
+        // SAFETY: sq_head points into our live mapping.
+        let head = unsafe { (*self.sq_head).load(Ordering::Acquire) };
+        self.local_tail.wrapping_sub(head)
     }
 
     /// Publishes filled SQEs, submits them, and (with `wait`) waits for at
@@ -394,7 +397,6 @@ impl Uring {
         // new tail.
         // SAFETY: sq_tail points into our live mapping.
         unsafe { (*self.sq_tail).store(self.local_tail, Ordering::Release) };
-        self.published = self.local_tail;
         let min_complete = u32::from(wait);
         let r = match (wait, timeout) {
             (true, Some(t)) => {
