@@ -398,17 +398,26 @@ impl<T> JoinHandle<T> {
     pub fn join(self) -> Result<T> {
         let mut state = self.task().join_state();
         if let JoinState::Pending = state {
-            let waiter = match current_task() {
+            match current_task() {
                 // SAFETY: the running task is alive.
                 Some(me) if Arc::ptr_eq(&unsafe { me.as_ref() }.carrier, &self.task().carrier) => {
-                    Waiter::Local(me)
+                    // Same carrier: suspend until the completion queues us
+                    // (Waiter::Local), without the park token's atomics.
+                    state = self.task().register_join(Waiter::Local(me));
+                    while let JoinState::Pending = state {
+                        // SAFETY: `me` is the running green thread; only the
+                        // task's completion (or abandonment) resumes it.
+                        unsafe { crate::runtime::carrier::suspend(me, Suspend::Park) };
+                        state = self.task().join_state();
+                    }
                 }
-                _ => Waiter::Thread(current()),
-            };
-            state = self.task().register_join(waiter);
-            while let JoinState::Pending = state {
-                park();
-                state = self.task().join_state();
+                _ => {
+                    state = self.task().register_join(Waiter::Thread(current()));
+                    while let JoinState::Pending = state {
+                        park();
+                        state = self.task().join_state();
+                    }
+                }
             }
         }
         self.finish(state)

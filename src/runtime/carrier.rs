@@ -8,7 +8,6 @@
 //! starves behind a busy run queue.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::mem::{self, ManuallyDrop};
 use std::os::fd::OwnedFd;
 use std::ptr::{self, NonNull};
@@ -136,7 +135,7 @@ impl CarrierShared {
 pub(crate) struct CarrierLocal {
     pub(crate) shared: Arc<CarrierShared>,
     pub(crate) runtime: Arc<RuntimeShared>,
-    run_queue: RefCell<VecDeque<NonNull<Task>>>,
+    run_queue: RunQueue,
     pub(crate) timers: RefCell<Timers>,
     pub(crate) stacks: RefCell<StackCache>,
     tasks: RefCell<Slab<TaskRef>>,
@@ -154,6 +153,58 @@ pub(crate) struct CarrierLocal {
 
 thread_local! {
     static CARRIER: Cell<*const CarrierLocal> = const { Cell::new(ptr::null()) };
+    /// The green thread running on this thread: one load for the hot paths
+    /// (`yield_now`, `park`), where going through CARRIER costs two.
+    static CURRENT: Cell<*const Task> = const { Cell::new(ptr::null()) };
+}
+
+/// A FIFO of tasks linked through their `next` field. Carrier-thread only;
+/// a task is in it at most once (its park state guarantees a single
+/// scheduling), so one link per task suffices and push/pop never allocate.
+struct RunQueue {
+    head: Cell<*const Task>,
+    tail: Cell<*const Task>,
+}
+
+impl RunQueue {
+    fn new() -> Self {
+        RunQueue {
+            head: Cell::new(ptr::null()),
+            tail: Cell::new(ptr::null()),
+        }
+    }
+
+    #[inline]
+    fn push_back(&self, task: NonNull<Task>) {
+        let t = task.as_ptr() as *const Task;
+        // SAFETY: queued tasks are alive (their carrier's slab owns them) and
+        // belong to this carrier, whose thread is the only one running this.
+        unsafe {
+            (*t).set_next(ptr::null());
+            match NonNull::new(self.tail.get() as *mut Task) {
+                Some(tail) => tail.as_ref().set_next(t),
+                None => self.head.set(t),
+            }
+        }
+        self.tail.set(t);
+    }
+
+    #[inline]
+    fn pop_front(&self) -> Option<NonNull<Task>> {
+        let head = NonNull::new(self.head.get() as *mut Task)?;
+        // SAFETY: as in push_back.
+        let next = unsafe { head.as_ref().next() };
+        self.head.set(next);
+        if next.is_null() {
+            self.tail.set(ptr::null());
+        }
+        Some(head)
+    }
+
+    fn clear(&self) {
+        self.head.set(ptr::null());
+        self.tail.set(ptr::null());
+    }
 }
 
 /// The carrier running on this thread, if any.
@@ -169,7 +220,7 @@ pub(crate) fn with_carrier<R>(f: impl FnOnce(Option<&CarrierLocal>) -> R) -> R {
 /// The green thread running on this thread, if any.
 #[inline]
 pub(crate) fn current_task() -> Option<NonNull<Task>> {
-    with_carrier(|c| c.and_then(|c| c.current.get()))
+    NonNull::new(CURRENT.with(|c| c.get()) as *mut Task)
 }
 
 /// The async task this carrier is polling, if any.
@@ -190,7 +241,7 @@ pub(crate) fn schedule(task: NonNull<Task>) {
     let t = unsafe { task.as_ref() };
     let local = with_carrier(|c| match c {
         Some(c) if Arc::ptr_eq(&c.shared, &t.carrier) => {
-            c.run_queue.borrow_mut().push_back(task);
+            c.run_queue.push_back(task);
             true
         }
         _ => false,
@@ -200,6 +251,16 @@ pub(crate) fn schedule(task: NonNull<Task>) {
         // were abandoned.
         let _ = t.carrier.push_remote(Remote::Wake(TaskPtr(task)));
     }
+}
+
+/// Queues a suspended green thread of this thread's carrier whose only
+/// resumer is the caller (a completion it waits for).
+pub(crate) fn resume_local(task: NonNull<Task>) {
+    with_carrier(|c| {
+        c.expect("resume_local runs on the task's carrier")
+            .run_queue
+            .push_back(task)
+    });
 }
 
 /// Suspends the running green thread.
@@ -231,7 +292,7 @@ impl CarrierLocal {
             woken: RefCell::new(Vec::new()),
             shared,
             runtime,
-            run_queue: RefCell::new(VecDeque::with_capacity(256)),
+            run_queue: RunQueue::new(),
             timers: RefCell::new(Timers::default()),
             stacks: RefCell::new(StackCache::new()),
             tasks: RefCell::new(Slab::new()),
@@ -253,19 +314,21 @@ impl CarrierLocal {
         };
         // SAFETY: we are on the carrier that now owns the task.
         unsafe { ptr.as_ref().set_key(key) };
-        self.run_queue.borrow_mut().push_back(ptr);
+        self.run_queue.push_back(ptr);
     }
 
     /// Runs the scheduler until the runtime shuts down.
     pub(crate) fn run(&self) {
         CARRIER.with(|c| c.set(self));
         loop {
-            // Acquire: pairs with push_remote's store so the items are seen.
-            if self.shared.has_remote.load(Ordering::Acquire) {
-                self.drain_remote();
-            }
             let tick = self.tick.get().wrapping_add(1);
             self.tick.set(tick);
+            // Other threads' work is looked at every 16 tasks (and whenever
+            // the run queue empties, below), not on every switch.
+            // Acquire: pairs with push_remote's store so the items are seen.
+            if tick % 16 == 0 && self.shared.has_remote.load(Ordering::Acquire) {
+                self.drain_remote();
+            }
             if tick % 64 == 0 {
                 // Relaxed: shutdown is a request; reacting a turn late is fine.
                 if self.shared.shutdown.load(Ordering::Relaxed) {
@@ -274,10 +337,14 @@ impl CarrierLocal {
                 self.fire_timers();
                 self.poll_driver();
             }
-            let next = self.run_queue.borrow_mut().pop_front();
+            let next = self.run_queue.pop_front();
             match next {
                 Some(task) => self.run_task(task),
                 None => {
+                    if self.shared.has_remote.load(Ordering::Acquire) {
+                        self.drain_remote();
+                        continue;
+                    }
                     if self.fire_timers() {
                         continue;
                     }
@@ -303,7 +370,7 @@ impl CarrierLocal {
                     self.shared.pending.fetch_sub(1, Ordering::Relaxed);
                     self.adopt(task);
                 }
-                Remote::Wake(TaskPtr(task)) => self.run_queue.borrow_mut().push_back(task),
+                Remote::Wake(TaskPtr(task)) => self.run_queue.push_back(task),
             }
         }
     }
@@ -324,7 +391,7 @@ impl CarrierLocal {
                     // the task removes it before returning from the park.
                     unsafe { task.as_ref() }.wake();
                 }
-                Some(Target::Resume(task)) => self.run_queue.borrow_mut().push_back(task),
+                Some(Target::Resume(task)) => self.run_queue.push_back(task),
                 Some(Target::Waker(w)) => w.wake(),
                 None => break,
             }
@@ -352,7 +419,7 @@ impl CarrierLocal {
     fn schedule_woken(&self, mut woken: Vec<Woken>) {
         for w in woken.drain(..) {
             match w {
-                Woken::Green(t) => self.run_queue.borrow_mut().push_back(t),
+                Woken::Green(t) => self.run_queue.push_back(t),
                 Woken::Waker(w) => w.wake(),
             }
         }
@@ -422,7 +489,9 @@ impl CarrierLocal {
         co: &mut super::task::GreenCoroutine,
     ) -> CoroutineResult<Suspend, ()> {
         self.current.set(Some(ptr));
+        CURRENT.with(|c| c.set(ptr.as_ptr()));
         let r = co.resume(());
+        CURRENT.with(|c| c.set(ptr::null()));
         self.current.set(None);
         r
     }
@@ -440,7 +509,7 @@ impl CarrierLocal {
         let finished = match body {
             Body::Green(co) => match self.resume_green(ptr, co) {
                 CoroutineResult::Yield(Suspend::Yield) => {
-                    self.run_queue.borrow_mut().push_back(ptr);
+                    self.run_queue.push_back(ptr);
                     false
                 }
                 CoroutineResult::Yield(Suspend::Park) => false,
@@ -479,7 +548,7 @@ impl CarrierLocal {
                             .compare_exchange(EMPTY, PARKED, Ordering::AcqRel, Ordering::Acquire)
                             .is_err()
                         {
-                            self.run_queue.borrow_mut().push_back(ptr);
+                            self.run_queue.push_back(ptr);
                         }
                         false
                     }
@@ -517,7 +586,7 @@ impl CarrierLocal {
                 self.adopt(task);
             }
         }
-        self.run_queue.borrow_mut().clear();
+        self.run_queue.clear();
         self.timers.borrow_mut().clear();
         let tasks = mem::take(&mut *self.tasks.borrow_mut());
         self.shared.load.store(0, Ordering::Relaxed);
@@ -544,7 +613,7 @@ impl CarrierLocal {
             }
         }
         // Wake-ups issued above queued tasks that will never run.
-        self.run_queue.borrow_mut().clear();
+        self.run_queue.clear();
         // Cancels what is in flight and waits for the kernel to let go of
         // the buffers (abandoned green threads' stacks are leaked anyway).
         drop(self.driver.borrow_mut().take());

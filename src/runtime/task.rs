@@ -59,10 +59,11 @@ const JOIN_ABANDONED: u8 = 4;
 pub(crate) enum Waiter {
     Thread(Thread),
     Waker(Waker),
-    /// A green thread on the same carrier as the task it joins. No reference
-    /// count is needed: the task completes on that carrier's thread, so the
-    /// joiner cannot run (let alone finish and be freed) between seeing the
-    /// completion and being woken; see `complete_join`.
+    /// A green thread on the same carrier as the task it joins, suspended
+    /// until the completion resumes it directly (its park token is left
+    /// alone). No reference count is needed: the task completes on that
+    /// carrier's thread, so the joiner cannot run (let alone finish and be
+    /// freed) between the completion and being queued; see `complete_join`.
     Local(NonNull<Task>),
 }
 
@@ -71,9 +72,9 @@ impl Waiter {
         match self {
             Waiter::Thread(t) => t.unpark(),
             Waiter::Waker(w) => w.wake(),
-            // SAFETY: see the variant's doc: the joiner is alive, parked in
-            // its join loop on this very thread's carrier.
-            Waiter::Local(t) => unsafe { t.as_ref() }.wake(),
+            // The joiner is alive, suspended in its join on this very
+            // thread's carrier (see the variant's doc).
+            Waiter::Local(t) => carrier::resume_local(t),
         }
     }
 }
@@ -111,13 +112,16 @@ pub(crate) struct Task {
     body: UnsafeCell<Body>,
     yielder: UnsafeCell<*const GreenYielder>,
     key: UnsafeCell<usize>,
+    /// Link of the carrier's intrusive run queue (a task is queued at most
+    /// once: see `state`).
+    next: UnsafeCell<*const Task>,
     /// References held by `TaskRef`s.
     refs: AtomicUsize,
     /// Frees the `TaskCell<T>` this task lives in.
     dealloc: unsafe fn(NonNull<Task>),
 }
 
-// SAFETY: `body`, `yielder` and `key` are only accessed on the owning
+// SAFETY: `body`, `yielder`, `key` and `next` are only accessed on the owning
 // carrier's thread (see the accessors' contracts); `join_waiter` is guarded
 // by the JOIN_WAITER protocol in `register_join` / `complete_join`;
 // everything else is atomic or immutable after construction. The coroutine
@@ -158,6 +162,7 @@ impl Task {
             body: UnsafeCell::new(body),
             yielder: UnsafeCell::new(std::ptr::null()),
             key: UnsafeCell::new(usize::MAX),
+            next: UnsafeCell::new(std::ptr::null()),
             refs: AtomicUsize::new(1),
             dealloc: dealloc::<()>,
         }
@@ -204,6 +209,26 @@ impl Task {
     pub(crate) unsafe fn key(&self) -> usize {
         // SAFETY: carrier-thread-only field; a plain read.
         unsafe { *self.key.get() }
+    }
+
+    /// The next task in the carrier's run queue.
+    ///
+    /// # Safety
+    ///
+    /// On the owning carrier's thread.
+    #[inline]
+    pub(crate) unsafe fn next(&self) -> *const Task {
+        // SAFETY: carrier-thread-only field; a plain read.
+        unsafe { *self.next.get() }
+    }
+
+    /// # Safety
+    ///
+    /// On the owning carrier's thread.
+    #[inline]
+    pub(crate) unsafe fn set_next(&self, next: *const Task) {
+        // SAFETY: carrier-thread-only field; a plain write.
+        unsafe { *self.next.get() = next };
     }
 
     /// # Safety
