@@ -249,23 +249,23 @@ fn sleep_until_green(t: NonNull<Task>, deadline: Instant) {
     }
     // On an io_uring carrier the wait is a TIMEOUT op on the ring: the
     // kernel's timer completes it like any other operation.
-    let ts = crate::driver::timespec(deadline - now);
-    let sqe = crate::sys::uring::Sqe {
-        opcode: crate::sys::uring::op::TIMEOUT,
-        fd: -1,
-        addr: &ts as *const _ as u64,
-        len: 1,
-        ..Default::default()
-    };
-    // SAFETY: `ts` lives in this frame, which stays suspended until the
-    // op's completion.
-    match unsafe { crate::driver::green_op(sqe, None, "TIMEOUT") } {
-        // No ring, or a kernel without the op: the carrier's timers.
-        None => {}
-        Some(Err(e)) if e.kind() == std::io::ErrorKind::Unsupported => {}
-        // Expired (-ETIME), or cancelled because the runtime shuts down.
-        Some(_) => return,
+    if crate::driver::ring_supports(crate::sys::uring::op::TIMEOUT) {
+        let ts = crate::driver::timespec(deadline - now);
+        let sqe = crate::sys::uring::Sqe {
+            opcode: crate::sys::uring::op::TIMEOUT,
+            fd: -1,
+            addr: &ts as *const _ as u64,
+            len: 1,
+            ..Default::default()
+        };
+        // SAFETY: `ts` lives in this frame, which stays suspended until the
+        // op's completion. The result is -ETIME on expiry, or -ECANCELED
+        // when the runtime shuts down; either way the sleep is over.
+        if unsafe { crate::driver::green_op(sqe, None, "TIMEOUT") }.is_some() {
+            return;
+        }
     }
+    // The blocking backend: the carrier's timers.
     with_carrier(|c| {
         c.expect("a green thread runs on a carrier")
             .timers

@@ -125,16 +125,6 @@ impl Driver {
         })
     }
 
-    /// Setup flags and sizes, for diagnostics.
-    pub(crate) fn describe(&self) -> String {
-        let (sq, cq) = self.ring.sizes();
-        format!(
-            "io_uring fd {} ({}; sq {sq}, cq {cq})",
-            self.ring.raw_fd(),
-            self.ring.setup_flags()
-        )
-    }
-
     /// Whether the kernel supports `opcode`, as an error naming it if not.
     pub(crate) fn require(&self, opcode: u8, name: &str) -> io::Result<()> {
         if self.ring.supports(opcode) {
@@ -345,11 +335,6 @@ impl Driver {
             }
         });
     }
-
-    /// Ops whose completion has not arrived.
-    pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight
-    }
 }
 
 impl Drop for Driver {
@@ -455,6 +440,21 @@ pub(crate) unsafe fn green_op(
     Some(to_result(res, timeout.is_some()))
 }
 
+/// Whether the calling thread's carrier ring supports `opcode` (false when
+/// not on a ring). Front ends use it to fall back to the plain syscall on
+/// kernels that lack an opcode.
+pub(crate) fn ring_supports(opcode: u8) -> bool {
+    use crate::runtime::carrier::with_carrier;
+    with_carrier(|c| {
+        c.is_some_and(|c| {
+            c.driver
+                .borrow()
+                .as_ref()
+                .is_some_and(|d| d.ring.supports(opcode))
+        })
+    })
+}
+
 /// Whether the calling thread is a green thread whose carrier has a kernel
 /// ring (where [`green_op`] applies).
 pub(crate) fn on_ring() -> bool {
@@ -514,8 +514,8 @@ impl<K: 'static> std::future::Future for OpFuture<K> {
     ) -> std::task::Poll<Self::Output> {
         use crate::runtime::carrier::with_carrier;
         use std::task::Poll;
-        // OpFuture is Unpin-agnostic: nothing in it is pinned (the kernel
-        // sees only heap memory owned by `keep`).
+        // SAFETY: nothing in an OpFuture is structurally pinned: the kernel
+        // sees only heap memory owned by `keep`, which may move with it.
         let this = unsafe { self.get_unchecked_mut() };
         let had_timeout = this.timeout.is_some();
         with_carrier(|c| {

@@ -26,7 +26,7 @@
 //! the operation completes: that is the driver's contract with its callers.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -81,8 +81,9 @@ const _: () = assert!(std::mem::size_of::<Cqe>() == 16);
 /// `IOSQE_IO_LINK`: the next SQE runs only after this one succeeds.
 pub(crate) const IOSQE_IO_LINK: u8 = 1 << 2;
 
-/// Opcodes, from the kernel's `enum io_uring_op`.
-#[allow(missing_docs)]
+/// Opcodes, from the kernel's `enum io_uring_op` (the table, not only the
+/// entries some front end uses today).
+#[allow(missing_docs, dead_code)]
 pub(crate) mod op {
     pub const NOP: u8 = 0;
     pub const READV: u8 = 1;
@@ -213,10 +214,9 @@ pub(crate) struct Uring {
     cq_head: *const AtomicU32,
     cq_tail: *const AtomicU32,
     cq_mask: u32,
+    #[cfg_attr(not(test), allow(dead_code))]
     cq_entries: u32,
     cqes: *const Cqe,
-    setup: &'static str,
-    features: IoringFeatureFlags,
     probe: [bool; 256],
 }
 
@@ -230,13 +230,13 @@ impl Uring {
     /// the best setup flags the kernel accepts.
     pub(crate) fn new(entries: u32) -> io::Result<Uring> {
         let mut last = None;
-        for (name, bits) in SETUP_CHOICES {
+        for (_flags, bits) in SETUP_CHOICES {
             let mut params = io_uring_params::default();
             params.flags = IoringSetupFlags::from_bits_retain(bits) | IoringSetupFlags::CQSIZE;
             params.cq_entries = entries.saturating_mul(2);
             // SAFETY: params is a valid, zero-initialised io_uring_params.
             match unsafe { io_uring_setup(entries, &mut params) } {
-                Ok(fd) => return Self::map(fd, params, name),
+                Ok(fd) => return Self::map(fd, params),
                 Err(e) if e == rustix::io::Errno::INVAL && bits != 0 => last = Some(e),
                 Err(e) => {
                     let e = io::Error::from(e);
@@ -248,7 +248,7 @@ impl Uring {
         Err(io::Error::new(e.kind(), explain_setup_error(&e)))
     }
 
-    fn map(fd: OwnedFd, p: io_uring_params, setup: &'static str) -> io::Result<Uring> {
+    fn map(fd: OwnedFd, p: io_uring_params) -> io::Result<Uring> {
         if !p.features.contains(IoringFeatureFlags::EXT_ARG)
             || !p.features.contains(IoringFeatureFlags::NODROP)
         {
@@ -276,9 +276,10 @@ impl Uring {
             IORING_OFF_SQES,
         )?;
         let cq = cq_map.as_ref().unwrap_or(&sq_map);
-        // SAFETY (all reads below): offsets come from the kernel for these
-        // mappings; `at` bounds-checks them.
+        // SAFETY: the offset comes from the kernel for this mapping, and
+        // `at` bounds-checks it.
         let sq_mask = unsafe { *sq_map.at::<u32>(p.sq_off.ring_mask) };
+        // SAFETY: as above.
         let cq_mask = unsafe { *cq.at::<u32>(p.cq_off.ring_mask) };
         let array = sq_map.at::<u32>(p.sq_off.array);
         for i in 0..p.sq_entries {
@@ -320,8 +321,6 @@ impl Uring {
             cq_mask,
             cq_entries: p.cq_entries,
             cqes: cq.at(p.cq_off.cqes),
-            setup,
-            features: p.features,
             probe,
             fd,
             _sq_map: sq_map,
@@ -330,12 +329,8 @@ impl Uring {
         })
     }
 
-    /// The setup flags the kernel accepted.
-    pub(crate) fn setup_flags(&self) -> &'static str {
-        self.setup
-    }
-
     /// SQ and CQ sizes.
+    #[cfg(test)]
     pub(crate) fn sizes(&self) -> (u32, u32) {
         (self.sq_entries, self.cq_entries)
     }
@@ -343,11 +338,6 @@ impl Uring {
     /// Whether the kernel supports opcode `op`.
     pub(crate) fn supports(&self, op: u8) -> bool {
         self.probe[op as usize]
-    }
-
-    /// The ring's fd.
-    pub(crate) fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
     }
 
     /// A zeroed SQE to fill, or None when the SQ is full.
@@ -404,8 +394,10 @@ impl Uring {
                     tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
                     tv_nsec: t.subsec_nanos() as _,
                 };
-                let mut arg = io_uring_getevents_arg::default();
-                arg.ts = io_uring_ptr::new(&ts as *const _ as *mut _);
+                let arg = io_uring_getevents_arg {
+                    ts: io_uring_ptr::new(&ts as *const _ as *mut _),
+                    ..Default::default()
+                };
                 // SAFETY: `arg` and `ts` outlive the call; the SQEs being
                 // submitted were filled under the driver's contract.
                 unsafe {
@@ -458,11 +450,6 @@ impl Uring {
         // them.
         head_atomic.store(head, Ordering::Release);
         n
-    }
-
-    /// Whether the kernel set a feature flag.
-    pub(crate) fn has_feature(&self, f: IoringFeatureFlags) -> bool {
-        self.features.contains(f)
     }
 }
 
