@@ -35,13 +35,14 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
-pub(crate) mod driver;
 pub mod aio;
+pub(crate) mod driver;
 pub mod fs;
 pub mod net;
 pub mod os;
 pub mod ring;
 pub mod runtime;
+pub mod shm;
 pub mod sync;
 pub(crate) mod sys;
 pub mod thread;

@@ -1,0 +1,363 @@
+//! [`ArenaMem`]: bounds-checked access to the bytes of one arena area,
+//! which a peer process may write at any time.
+
+use std::alloc::{self, Layout};
+use std::fmt;
+use std::io;
+use std::ptr::NonNull;
+use std::slice;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Alignment of an arena's base address (and of every allocation in it).
+pub const ARENA_ALIGN: usize = 64;
+
+/// The bytes of one arena: the owner's (to write bodies) or the peer's (to
+/// read the bodies it hands over).
+///
+/// # Who may touch which bytes
+///
+/// Shared memory can be written by the peer at any time, whatever the
+/// protocol says. So the safe methods never hand out a `&[u8]` over it:
+/// [`copy_to`](Self::copy_to) and [`copy_from`](Self::copy_from) move bytes
+/// between the arena and this process's own buffers, bounds-checked in
+/// `u64`, with relaxed `AtomicU64` accesses (plus an atomic
+/// read-modify-write for partial words at the ends). A peer writing the
+/// same bytes concurrently, in another process or through another handle
+/// in this one, can then only make us copy garbage: there is no data race
+/// in the Rust sense, and each byte is read once, into memory the peer
+/// cannot reach. Validate what you copied, never the shared bytes.
+///
+/// The protocol on top (the IPC layer) decides who writes when: the owner
+/// of an arena writes an allocation's bytes, then publishes a [`Desc`]
+/// for it on a ring (the ring's `Release` store of its tail orders the
+/// relaxed byte stores before it, and the consumer's `Acquire` load makes
+/// them visible); the peer only reads those bytes until it hands the
+/// descriptor back, and the owner does not write them meanwhile.
+///
+/// Zero-copy users may borrow the bytes with the `unsafe`
+/// [`slice`](Self::slice) / [`slice_mut`](Self::slice_mut), whose contract
+/// is that nobody writes them (or, for `slice_mut`, reads them) meanwhile.
+///
+/// [`Desc`]: super::Desc
+#[derive(Clone)]
+pub struct ArenaMem {
+    /// Aligned to [`ARENA_ALIGN`], valid for reads and writes of `len`
+    /// bytes while `_owner` lives.
+    base: NonNull<u8>,
+    len: usize,
+    _owner: Arc<dyn Send + Sync>,
+}
+
+// SAFETY: the memory stays valid wherever the handle goes (`_owner` keeps
+// it alive and is itself Send + Sync); safe methods access it with atomics
+// only, so several threads may use clones or `&ArenaMem` at once; the
+// unsafe accessors put the burden on their callers.
+unsafe impl Send for ArenaMem {}
+// SAFETY: as for Send: `&self` methods use atomics only.
+unsafe impl Sync for ArenaMem {}
+
+impl fmt::Debug for ArenaMem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArenaMem")
+            .field("base", &self.base)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A byte range outside an arena: usually a bad descriptor from the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutOfBounds {
+    /// Start of the range, relative to the arena.
+    pub offset: u64,
+    /// Length of the range.
+    pub len: u64,
+    /// Size of the arena.
+    pub arena_len: u64,
+}
+
+impl fmt::Display for OutOfBounds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "byte range at offset {:#x}, len {:#x} is outside the arena of {:#x} bytes",
+            self.offset, self.len, self.arena_len
+        )
+    }
+}
+
+impl std::error::Error for OutOfBounds {}
+
+impl From<OutOfBounds> for io::Error {
+    /// [`io::ErrorKind::InvalidData`]: a descriptor pointed outside the
+    /// arena.
+    fn from(e: OutOfBounds) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+}
+
+impl ArenaMem {
+    /// The `len` bytes at `base`, kept alive by `owner`.
+    ///
+    /// # Panics
+    ///
+    /// If `base` is not aligned to [`ARENA_ALIGN`].
+    ///
+    /// # Safety
+    ///
+    /// `base` is valid for reads and writes of `len` bytes rounded up to a
+    /// multiple of 8 (whole words: partial words at the ends of a copy are
+    /// accessed as words, changing only the bytes in range) for as long as
+    /// `owner` lives, and in this process those bytes are accessed only
+    /// through `ArenaMem` handles (or the raw pointers and slices they give
+    /// out, under their own contracts) for that long.
+    pub unsafe fn from_raw(base: NonNull<u8>, len: usize, owner: Arc<dyn Send + Sync>) -> Self {
+        assert!(
+            base.as_ptr() as usize % ARENA_ALIGN == 0,
+            "arena base {base:p} is not {ARENA_ALIGN}-byte aligned"
+        );
+        ArenaMem {
+            base,
+            len,
+            _owner: owner,
+        }
+    }
+
+    /// A zeroed heap arena of `len` bytes, for in-process use and tests
+    /// (including Miri).
+    pub fn heap(len: usize) -> Self {
+        let block = HeapBlock::new(len);
+        let base = block.ptr;
+        // SAFETY: the block is valid for `len` bytes (at least), aligned to
+        // ARENA_ALIGN, owned by the Arc we hand over, and reachable only
+        // through this handle.
+        unsafe { ArenaMem::from_raw(base, len, Arc::new(block)) }
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the arena has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The range `offset .. offset + len` as `usize` indices, if it lies
+    /// within the arena (checked in `u64`).
+    ///
+    /// # Errors
+    ///
+    /// [`OutOfBounds`] otherwise.
+    pub fn check(&self, offset: u64, len: u64) -> Result<std::ops::Range<usize>, OutOfBounds> {
+        let err = OutOfBounds {
+            offset,
+            len,
+            arena_len: self.len as u64,
+        };
+        match offset.checked_add(len) {
+            // `end <= self.len`, a usize, so both casts are lossless.
+            Some(end) if end <= self.len as u64 => Ok(offset as usize..end as usize),
+            _ => Err(err),
+        }
+    }
+
+    /// A raw pointer to `offset .. offset + len`, bounds-checked. Reading
+    /// or writing through it is up to the caller (prefer volatile or
+    /// atomic accesses: the peer may write the bytes).
+    ///
+    /// # Errors
+    ///
+    /// [`OutOfBounds`] if the range is not within the arena.
+    pub fn ptr(&self, offset: u64, len: u64) -> Result<NonNull<u8>, OutOfBounds> {
+        let range = self.check(offset, len)?;
+        // SAFETY: `range.start <= self.len`, so the result is within (or one
+        // past the end of) the arena's memory.
+        Ok(unsafe { self.base.add(range.start) })
+    }
+
+    /// The arena's `i`-th 8-byte word.
+    ///
+    /// # Safety
+    ///
+    /// `8 * i < self.len`: some byte of the word is in the arena, and then
+    /// the whole word is valid memory, because the memory behind an
+    /// `ArenaMem` extends to a multiple of 8 bytes (constructor's
+    /// contract).
+    unsafe fn word(&self, i: usize) -> &AtomicU64 {
+        // SAFETY: in bounds (caller's contract); `base` is 64-aligned so
+        // the word is 8-aligned; every bit pattern is a valid AtomicU64, and
+        // atomics tolerate concurrent writers (the peer's included).
+        unsafe { &*self.base.as_ptr().add(8 * i).cast::<AtomicU64>() }
+    }
+
+    /// Copies `src` into the arena at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// [`OutOfBounds`] if `offset .. offset + src.len()` is not within the
+    /// arena; nothing is written then.
+    pub fn copy_to(&self, offset: u64, src: &[u8]) -> Result<(), OutOfBounds> {
+        let range = self.check(offset, src.len() as u64)?;
+        let mut pos = range.start;
+        let mut src = src;
+        while !src.is_empty() {
+            let (word, at) = (pos / 8, pos % 8);
+            let n = (8 - at).min(src.len());
+            if n == 8 {
+                // Whole words: the common case (allocations are 64-byte
+                // aligned): every whole word left, in one loop.
+                let words = src.len() / 8;
+                for (k, chunk) in src.chunks_exact(8).enumerate() {
+                    let v = u64::from_ne_bytes(chunk.try_into().unwrap_or([0; 8]));
+                    // SAFETY: bytes `8 * (word + k) .. + 8` lie in `range`,
+                    // within the arena.
+                    let w = unsafe { self.word(word + k) };
+                    // Relaxed: publication is the ring's job (the
+                    // descriptor's Release push orders this store).
+                    w.store(v, Ordering::Relaxed);
+                }
+                pos += 8 * words;
+                src = &src[8 * words..];
+                continue;
+            }
+            let mut bytes = [0u8; 8];
+            let mut mask = [0u8; 8];
+            bytes[at..at + n].copy_from_slice(&src[..n]);
+            mask[at..at + n].fill(0xff);
+            let (bytes, mask) = (u64::from_ne_bytes(bytes), u64::from_ne_bytes(mask));
+            // SAFETY: byte `pos` of this partial word lies in `range`; only
+            // the bytes in `range` change.
+            let w = unsafe { self.word(word) };
+            // One atomic read-modify-write, so the word's other bytes
+            // (perhaps another writer's) are left as they are. Relaxed: as
+            // above.
+            let _ = w.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(old & !mask | bytes)
+            });
+            pos += n;
+            src = &src[n..];
+        }
+        Ok(())
+    }
+
+    /// Copies bytes of the arena at `offset` into `dst`.
+    ///
+    /// # Errors
+    ///
+    /// [`OutOfBounds`] if `offset .. offset + dst.len()` is not within the
+    /// arena; `dst` is untouched then.
+    pub fn copy_from(&self, offset: u64, dst: &mut [u8]) -> Result<(), OutOfBounds> {
+        let range = self.check(offset, dst.len() as u64)?;
+        let mut pos = range.start;
+        let mut dst = dst;
+        while !dst.is_empty() {
+            let (word, at) = (pos / 8, pos % 8);
+            let n = (8 - at).min(dst.len());
+            if n == 8 {
+                let words = dst.len() / 8;
+                for (k, chunk) in dst.chunks_exact_mut(8).enumerate() {
+                    // SAFETY: bytes `8 * (word + k) .. + 8` lie in `range`.
+                    let w = unsafe { self.word(word + k) };
+                    // Relaxed: the Acquire pop of the descriptor ordered the
+                    // peer's writes before this load.
+                    chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
+                }
+                pos += 8 * words;
+                dst = &mut dst[8 * words..];
+                continue;
+            }
+            // SAFETY: byte `pos` of this partial word lies in `range`.
+            let w = unsafe { self.word(word) };
+            // Relaxed: as above.
+            let bytes = w.load(Ordering::Relaxed).to_ne_bytes();
+            dst[..n].copy_from_slice(&bytes[at..at + n]);
+            pos += n;
+            dst = &mut dst[n..];
+        }
+        Ok(())
+    }
+
+    /// The bytes `offset .. offset + len`, borrowed: zero-copy reading.
+    ///
+    /// # Errors
+    ///
+    /// [`OutOfBounds`] if the range is not within the arena.
+    ///
+    /// # Safety
+    ///
+    /// While the slice lives, nobody writes those bytes: not this process
+    /// (through any handle on the same memory) and not the peer. The
+    /// protocol must guarantee the latter; for example, the body of a
+    /// descriptor the peer handed over, until it is handed back, or the
+    /// owner's own allocation before its descriptor is published. A peer
+    /// that breaks the protocol and writes anyway makes this undefined
+    /// behaviour (the compiler may assume the bytes do not change); use
+    /// [`copy_from`](Self::copy_from) when the peer is not trusted that
+    /// far.
+    pub unsafe fn slice(&self, offset: u64, len: u64) -> Result<&[u8], OutOfBounds> {
+        let range = self.check(offset, len)?;
+        // SAFETY: in bounds and valid for reads (constructor's contract);
+        // nobody writes the bytes while the slice lives (caller's
+        // contract).
+        Ok(unsafe { slice::from_raw_parts(self.base.as_ptr().add(range.start), range.len()) })
+    }
+
+    /// The bytes `offset .. offset + len`, mutably borrowed: building a
+    /// body in place.
+    ///
+    /// # Errors
+    ///
+    /// [`OutOfBounds`] if the range is not within the arena.
+    ///
+    /// # Safety
+    ///
+    /// While the slice lives, nobody else reads or writes those bytes: not
+    /// this process (through any handle or other slice) and not the peer
+    /// (in practice: an allocation of this side's own arena whose
+    /// descriptor has not been published yet). A peer that accesses them
+    /// anyway makes this undefined behaviour.
+    #[allow(clippy::mut_from_ref)] // the contract above stands in for &mut self
+    pub unsafe fn slice_mut(&self, offset: u64, len: u64) -> Result<&mut [u8], OutOfBounds> {
+        let range = self.check(offset, len)?;
+        // SAFETY: in bounds and valid for writes (constructor's contract);
+        // exclusive while the slice lives (caller's contract).
+        Ok(unsafe { slice::from_raw_parts_mut(self.base.as_ptr().add(range.start), range.len()) })
+    }
+}
+
+/// A zeroed heap allocation, rounded up to [`ARENA_ALIGN`] bytes.
+struct HeapBlock {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+// SAFETY: plain memory owned by this value; accessed only through
+// `ArenaMem` handles (atomics, or unsafe accessors under their
+// contracts), freed once in `drop`.
+unsafe impl Send for HeapBlock {}
+// SAFETY: `&HeapBlock` gives no access to the memory.
+unsafe impl Sync for HeapBlock {}
+
+impl HeapBlock {
+    fn new(len: usize) -> Self {
+        let size = len.max(1).div_ceil(ARENA_ALIGN) * ARENA_ALIGN;
+        let layout = Layout::from_size_align(size, ARENA_ALIGN)
+            .unwrap_or_else(|_| panic!("heap arena of {len} bytes is too large"));
+        // SAFETY: `layout` has a nonzero size.
+        let ptr = unsafe { alloc::alloc_zeroed(layout) };
+        let Some(ptr) = NonNull::new(ptr) else {
+            alloc::handle_alloc_error(layout)
+        };
+        HeapBlock { ptr, layout }
+    }
+}
+
+impl Drop for HeapBlock {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout, freed only here.
+        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+    }
+}

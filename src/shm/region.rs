@@ -1,0 +1,401 @@
+//! [`Region`]: a sealed memfd holding a header, two rings and two arenas,
+//! mapped into this process; and [`Endpoint`], one side's share of it.
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use memmap2::{MmapOptions, MmapRaw};
+use rustix::fs::{fcntl_add_seals, fcntl_get_seals, fstat, ftruncate, memfd_create};
+use rustix::fs::{MemfdFlags, SealFlags};
+use rustix::io::Errno;
+
+use crate::ring::{Consumer, Producer, RawRing};
+
+use super::arena::Arena;
+use super::desc::Desc;
+use super::error::RegionError;
+use super::layout::{Area, RegionHeader, RegionLayout, AREA_NAMES, HEADER_WORDS};
+use super::mem::ArenaMem;
+
+/// Seals a region must carry: its size can never change, and the seals
+/// themselves cannot either.
+const REQUIRED_SEALS: SealFlags = SealFlags::SHRINK
+    .union(SealFlags::GROW)
+    .union(SealFlags::SEAL);
+
+/// The page size of this machine, in bytes (a power of two).
+pub fn page_size() -> u64 {
+    rustix::param::page_size() as u64
+}
+
+/// Which side of a region an [`Endpoint`] plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Produces requests, consumes responses, owns the client arena.
+    Client,
+    /// Consumes requests, produces responses, owns the server arena.
+    Server,
+}
+
+/// A shared-memory region backed by a sealed memfd, mapped read-write and
+/// shared, its header validated and its rings set up. See the
+/// [module docs](super) for the layout.
+///
+/// Made by [`create`](Self::create) (a fresh region) or
+/// [`attach`](Self::attach) (a region received from a peer, validated);
+/// used by taking one side with [`into_client`](Self::into_client) or
+/// [`into_server`](Self::into_server).
+pub struct Region {
+    fd: OwnedFd,
+    map: Arc<MmapRaw>,
+    /// The validated local copy of the header; never re-read.
+    header: RegionHeader,
+    /// `(st_dev, st_ino)` of the memfd: identifies the region within this
+    /// process (see [`Claim`]).
+    key: (u64, u64),
+    request: RawRing<Desc>,
+    response: RawRing<Desc>,
+}
+
+impl fmt::Debug for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Region")
+            .field("fd", &self.fd)
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Region {
+    /// Creates a region with `layout`: `memfd_create` (`MFD_CLOEXEC |
+    /// MFD_ALLOW_SEALING`), `ftruncate` to the size, seal with
+    /// `F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL` (not `F_SEAL_WRITE`: both
+    /// sides write), map shared, write the header and initialize both
+    /// rings (empty, zeroed). Hand [`fd`](Self::fd) to the peer (see
+    /// [`send_fd`](super::send_fd)).
+    ///
+    /// # Errors
+    ///
+    /// [`RegionError::Ring`] or [`RegionError::TooLarge`] for a layout
+    /// that cannot be made (as [`io::Error`]); OS errors from the calls
+    /// above.
+    pub fn create(layout: &RegionLayout) -> io::Result<Region> {
+        let page = page_size();
+        let header = layout.header(page)?;
+        let fd = memfd_create("green-shm", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+        ftruncate(&fd, header.size)?;
+        // Sealed before mapping: from here on nobody, not even another
+        // holder of the fd, can shrink it under the mapping.
+        fcntl_add_seals(&fd, REQUIRED_SEALS)?;
+        let key = file_key(&fd)?;
+        // `header.size` fits usize: `RegionLayout::header` checked.
+        let map = map_shared(&fd, header.size as usize)?;
+        for (i, word) in header.to_words().into_iter().enumerate() {
+            // SAFETY: the mapping is page-aligned and holds the header page
+            // (`header.size >= page >= HEADER_BYTES`).
+            let w = unsafe { header_word(&map, i) };
+            // Relaxed: the peer gets the fd only later (sendmsg), which
+            // orders these stores before its attach.
+            w.store(word, Ordering::Relaxed);
+        }
+        debug_assert_eq!(header.validate(header.size, page), Ok(()));
+        let ring = |area: Area, name: &'static str, capacity: u32| {
+            // SAFETY: the area lies within the mapping and is page-aligned
+            // (`RegionLayout::header` computed it); the mapping lives as
+            // long as the Region and every handle made from these rings
+            // (they get the mapping's Arc at `into_*`); nothing else
+            // accesses the fresh area during init; afterwards this
+            // process takes each side once (`Region::into_*` consumes the
+            // Region, `Claim` stops a second Region of the same memfd in
+            // this process from taking the same role).
+            unsafe { RawRing::<Desc>::init(area_ptr(&map, area), area.len as usize, capacity) }
+                .map_err(|error| RegionError::Ring { area: name, error })
+        };
+        let request = ring(
+            header.request_ring,
+            AREA_NAMES[0],
+            layout.request_capacity(),
+        )?;
+        let response = ring(
+            header.response_ring,
+            AREA_NAMES[1],
+            layout.response_capacity(),
+        )?;
+        Ok(Region {
+            fd,
+            map: Arc::new(map),
+            header,
+            key,
+            request,
+            response,
+        })
+    }
+
+    /// Attaches to a region received from a peer (who may be hostile).
+    ///
+    /// Checks, in order: the fd carries `F_SEAL_SHRINK | F_SEAL_GROW |
+    /// F_SEAL_SEAL` and no write seal (an unsealed file could shrink under
+    /// the mapping and turn an access into `SIGBUS`); its size (`fstat`)
+    /// holds a header page; then maps it and reads the header once into a
+    /// local copy, validated by [`RegionHeader::validate`] (magic,
+    /// version, size, page-aligned areas within the region without
+    /// overlap, all in checked `u64`); then attaches both rings, which run
+    /// the ring layer's own checks.
+    ///
+    /// # Errors
+    ///
+    /// A [`RegionError`] naming the failed check, as an [`io::Error`] of
+    /// kind [`io::ErrorKind::InvalidData`]; OS errors from `fstat` or
+    /// `mmap`. Never panics on what the region holds.
+    pub fn attach(fd: OwnedFd) -> io::Result<Region> {
+        let seals = match fcntl_get_seals(&fd) {
+            Ok(s) => s,
+            Err(Errno::INVAL) => return Err(RegionError::NotSealable.into()),
+            Err(e) => return Err(e.into()),
+        };
+        if !seals.contains(REQUIRED_SEALS) {
+            return Err(RegionError::Unsealed {
+                found: seals.bits(),
+                missing: (REQUIRED_SEALS - seals).bits(),
+            }
+            .into());
+        }
+        if seals.intersects(SealFlags::WRITE | SealFlags::FUTURE_WRITE) {
+            return Err(RegionError::WriteSealed {
+                found: seals.bits(),
+            }
+            .into());
+        }
+        let stat = fstat(&fd)?;
+        // A negative size cannot happen; treat it as "too small".
+        let size = u64::try_from(stat.st_size).unwrap_or(0);
+        let page = page_size();
+        if size < page {
+            return Err(RegionError::TooSmall { size, needed: page }.into());
+        }
+        let len = usize::try_from(size).map_err(|_| RegionError::TooLarge {
+            what: "region size",
+        })?;
+        let map = map_shared(&fd, len)?;
+        let mut words = [0u64; HEADER_WORDS];
+        for (i, word) in words.iter_mut().enumerate() {
+            // SAFETY: the mapping is page-aligned and at least a page long
+            // (checked above), which holds the header.
+            let w = unsafe { header_word(&map, i) };
+            // Relaxed: the creator wrote the header before sending the fd,
+            // and the socket hand-over orders that before this load; a
+            // peer changing it later changes nothing, the copy is final.
+            *word = w.load(Ordering::Relaxed);
+        }
+        let header = RegionHeader::from_words(words);
+        header.validate(size, page)?;
+        let ring = |area: Area, name: &'static str| {
+            // SAFETY: validated: the area lies within the mapping, is
+            // page-aligned and overlaps no other area; the mapping outlives
+            // every handle made from the ring (as in `create`); this
+            // process takes each side once (as in `create`). The peer may
+            // do anything to the bytes: the ring layer copes.
+            unsafe { RawRing::<Desc>::attach(area_ptr(&map, area), area.len as usize) }
+                .map_err(|error| RegionError::Ring { area: name, error })
+        };
+        let request = ring(header.request_ring, AREA_NAMES[0])?;
+        let response = ring(header.response_ring, AREA_NAMES[1])?;
+        Ok(Region {
+            key: file_key(&fd)?,
+            fd,
+            map: Arc::new(map),
+            header,
+            request,
+            response,
+        })
+    }
+
+    /// The memfd, to send to the peer.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The validated header (this process's copy).
+    pub fn header(&self) -> &RegionHeader {
+        &self.header
+    }
+
+    /// Total size in bytes.
+    pub fn size(&self) -> u64 {
+        self.header.size
+    }
+
+    /// The client side: request producer, response consumer, the client
+    /// arena's allocator, the server arena's bytes. Closes this Region's
+    /// fd (the mapping stays).
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::AlreadyExists`] if another [`Region`] of the same
+    /// memfd in this process already took the client side and its handles
+    /// are alive.
+    pub fn into_client(self) -> io::Result<Endpoint> {
+        self.into_endpoint(Role::Client)
+    }
+
+    /// The server side: request consumer, response producer, the server
+    /// arena's allocator, the client arena's bytes. Closes this Region's
+    /// fd (the mapping stays).
+    ///
+    /// # Errors
+    ///
+    /// As [`into_client`](Self::into_client), for the server side.
+    pub fn into_server(self) -> io::Result<Endpoint> {
+        self.into_endpoint(Role::Server)
+    }
+
+    fn into_endpoint(self, role: Role) -> io::Result<Endpoint> {
+        let claim = Claim::take(self.key, role)?;
+        let owner: Arc<dyn Send + Sync> = Arc::new(Owner {
+            _claim: claim,
+            _map: self.map.clone(),
+        });
+        let arena_mem = |area: Area| {
+            // SAFETY: validated (or computed) area within the mapping,
+            // page-aligned with a page-multiple length (so whole words);
+            // `owner` keeps the mapping alive; in this process the area is
+            // reached only through ArenaMem handles.
+            unsafe {
+                ArenaMem::from_raw(
+                    area_nonnull(&self.map, area),
+                    area.len as usize,
+                    owner.clone(),
+                )
+            }
+        };
+        let client = arena_mem(self.header.client_arena);
+        let server = arena_mem(self.header.server_arena);
+        let request = self.request.keep_alive(owner.clone());
+        let response = self.response.keep_alive(owner);
+        Ok(match role {
+            Role::Client => Endpoint {
+                role,
+                tx: request.into_producer(),
+                rx: response.into_consumer(),
+                arena: Arena::new(client),
+                peer_arena: server,
+            },
+            Role::Server => Endpoint {
+                role,
+                tx: response.into_producer(),
+                rx: request.into_consumer(),
+                arena: Arena::new(server),
+                peer_arena: client,
+            },
+        })
+    }
+}
+
+/// One side's share of a region. The fields are independent so the IPC
+/// layer can put each where it is used.
+pub struct Endpoint {
+    /// Which side this is.
+    pub role: Role,
+    /// Outgoing descriptors: requests (client) or responses (server).
+    pub tx: Producer<Desc>,
+    /// Incoming descriptors: responses (client) or requests (server).
+    pub rx: Consumer<Desc>,
+    /// This side's own arena: allocate and write outgoing bodies here.
+    pub arena: Arena,
+    /// The peer's arena: read incoming bodies here, at the offsets of the
+    /// peer's descriptors (bounds-checked by [`ArenaMem`]).
+    pub peer_arena: ArenaMem,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("role", &self.role)
+            .field("arena", &self.arena)
+            .field("peer_arena", &self.peer_arena)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Keeps the mapping (and this process's claim on one side) alive for as
+/// long as any handle of an [`Endpoint`] exists.
+struct Owner {
+    _claim: Claim,
+    _map: Arc<MmapRaw>,
+}
+
+/// Sides taken in this process, by memfd identity. A peer in another
+/// process is outside the ring's "one producer, one consumer per process"
+/// contract; two [`Region`]s of the same memfd in one process (a test
+/// attaching a dup, say) are not, so each side may be taken once.
+static CLAIMS: Mutex<Vec<((u64, u64), Role)>> = Mutex::new(Vec::new());
+
+/// This process's claim on one side of one memfd; released on drop.
+struct Claim {
+    key: (u64, u64),
+    role: Role,
+}
+
+impl Claim {
+    fn take(key: (u64, u64), role: Role) -> io::Result<Claim> {
+        let mut claims = CLAIMS.lock().unwrap_or_else(|e| e.into_inner());
+        if claims.contains(&(key, role)) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("this process already holds the {role:?} side of this shm region"),
+            ));
+        }
+        claims.push((key, role));
+        Ok(Claim { key, role })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut claims = CLAIMS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = claims.iter().position(|c| *c == (self.key, self.role)) {
+            claims.swap_remove(i);
+        }
+    }
+}
+
+// The regions' file identity, which is stable while the fd is open.
+fn file_key(fd: &OwnedFd) -> io::Result<(u64, u64)> {
+    let st = fstat(fd)?;
+    #[allow(clippy::unnecessary_cast)] // the field types differ by target
+    Ok((st.st_dev as u64, st.st_ino as u64))
+}
+
+fn map_shared(fd: &OwnedFd, len: usize) -> io::Result<MmapRaw> {
+    MmapOptions::new().len(len).map_raw(fd.as_raw_fd())
+}
+
+/// Header word `i` of a mapped region.
+///
+/// # Safety
+///
+/// The mapping is at least [`HEADER_BYTES`](super::HEADER_BYTES) long and
+/// `i < HEADER_WORDS`.
+unsafe fn header_word(map: &MmapRaw, i: usize) -> &AtomicU64 {
+    debug_assert!(i < HEADER_WORDS);
+    // SAFETY: in bounds (caller's contract) and 8-aligned (the mapping is
+    // page-aligned); any bits are a valid AtomicU64, and atomics tolerate
+    // the peer writing concurrently.
+    unsafe { &*map.as_mut_ptr().cast::<AtomicU64>().add(i) }
+}
+
+/// The start of `area`, which must lie within the mapping (validated).
+fn area_ptr(map: &MmapRaw, area: Area) -> *mut u8 {
+    debug_assert!(area.offset + area.len <= map.len() as u64);
+    // wrapping_add: computing the address needs no unsafe; it is in bounds
+    // because the area was validated against the mapping's size.
+    map.as_mut_ptr().wrapping_add(area.offset as usize)
+}
+
+fn area_nonnull(map: &MmapRaw, area: Area) -> NonNull<u8> {
+    NonNull::new(area_ptr(map, area)).unwrap_or_else(|| unreachable!("mappings are not at null"))
+}
