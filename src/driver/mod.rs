@@ -182,13 +182,16 @@ impl Driver {
                     fd: -1,
                     ..Sqe::default()
                 };
-                // A link must reach the kernel in one submission: make room
-                // for both entries first.
-                if self.overflow.is_empty() && self.ring.free_sqes() < 2 {
-                    self.flush();
+                // A link must reach the kernel in one submission: both
+                // entries go to the SQ together, or both wait in the
+                // overflow (which `flush` never splits).
+                if self.overflow.is_empty() && self.ring.free_sqes() >= 2 {
+                    self.push(sqe);
+                    self.push(link);
+                } else {
+                    self.overflow.push_back(sqe);
+                    self.overflow.push_back(link);
                 }
-                self.push(sqe);
-                self.push(link);
                 // The timeout always completes too: -ETIME when it fired,
                 // -ECANCELED when the op finished first.
                 self.in_flight += 1;
@@ -259,16 +262,18 @@ impl Driver {
     /// (its completions are backed up: reap first).
     fn flush(&mut self) {
         while let Some(sqe) = self.overflow.front() {
-            match self.ring.next_sqe() {
-                Some(slot) => {
-                    *slot = *sqe;
-                    self.overflow.pop_front();
+            // An op with a linked timeout moves with its timeout: a link
+            // cut at the end of a submission loses the timeout.
+            let need = if sqe.flags & IOSQE_IO_LINK != 0 { 2 } else { 1 };
+            if self.ring.free_sqes() < need {
+                if !matches!(self.ring.enter(false, None), Ok(n) if n > 0) {
+                    return;
                 }
-                None => {
-                    if !matches!(self.ring.enter(false, None), Ok(n) if n > 0) {
-                        return;
-                    }
-                }
+                continue;
+            }
+            for _ in 0..need {
+                let sqe = self.overflow.pop_front().expect("a link is queued whole");
+                *self.ring.next_sqe().expect("room was checked") = sqe;
             }
         }
     }
