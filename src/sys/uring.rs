@@ -114,6 +114,10 @@ pub(crate) mod op {
     pub const SYMLINKAT: u8 = 38;
     pub const LINKAT: u8 = 39;
     pub const FADVISE: u8 = 24;
+    /// `IORING_OP_FUTEX_WAIT` (Linux 6.7+): fd = futex2 flags, addr =
+    /// futex word, off = expected value, addr3 = mask.
+    pub const FUTEX_WAIT: u8 = 51;
+    pub const FUTEX_WAKE: u8 = 52;
     pub const SPLICE: u8 = 30;
     /// `IORING_FSYNC_DATASYNC` (in `op_flags` of FSYNC).
     pub const FSYNC_DATASYNC: u32 = 1;
