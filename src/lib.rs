@@ -47,6 +47,7 @@ pub mod sync;
 pub(crate) mod sys;
 pub mod thread;
 pub mod time;
+mod wrap;
 
 use std::future::Future;
 

@@ -44,10 +44,9 @@
 //! Name resolution (`ToSocketAddrs` with a host name) is std's blocking
 //! resolver and blocks the carrier while it runs.
 
-use std::fmt;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::mem;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -639,62 +638,10 @@ impl Write for &TcpStream {
     }
 }
 
-impl fmt::Debug for TcpStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.fmt(f)
-    }
-}
-
-impl From<std::net::TcpStream> for TcpStream {
-    /// Wraps a std stream; its timeouts and mode are read from the socket.
-    fn from(inner: std::net::TcpStream) -> TcpStream {
-        let state = SockState::of(inner.as_fd());
-        TcpStream { inner, state }
-    }
-}
-
-impl From<TcpStream> for std::net::TcpStream {
-    fn from(s: TcpStream) -> std::net::TcpStream {
-        s.inner
-    }
-}
-
-impl From<OwnedFd> for TcpStream {
-    fn from(fd: OwnedFd) -> TcpStream {
-        TcpStream::from(std::net::TcpStream::from(fd))
-    }
-}
-
-impl From<TcpStream> for OwnedFd {
-    fn from(s: TcpStream) -> OwnedFd {
-        s.inner.into()
-    }
-}
-
-impl AsFd for TcpStream {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.as_fd()
-    }
-}
-
-impl AsRawFd for TcpStream {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.as_raw_fd()
-    }
-}
-
-impl FromRawFd for TcpStream {
-    unsafe fn from_raw_fd(fd: RawFd) -> TcpStream {
-        // SAFETY: forwarded from the caller (fd is an open socket it owns).
-        TcpStream::from(unsafe { std::net::TcpStream::from_raw_fd(fd) })
-    }
-}
-
-impl IntoRawFd for TcpStream {
-    fn into_raw_fd(self) -> RawFd {
-        self.inner.into_raw_fd()
-    }
-}
+crate::wrap::std_wrapper!(TcpStream, std::net::TcpStream, |inner| TcpStream {
+    state: SockState::of(inner.as_fd()),
+    inner,
+});
 
 // ---------------------------------------------------------------------------
 // TcpListener
@@ -789,62 +736,10 @@ impl Iterator for Incoming<'_> {
     }
 }
 
-impl fmt::Debug for TcpListener {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.fmt(f)
-    }
-}
-
-impl From<std::net::TcpListener> for TcpListener {
-    /// Wraps a std listener; its mode is read from the socket.
-    fn from(inner: std::net::TcpListener) -> TcpListener {
-        let state = SockState::of(inner.as_fd());
-        TcpListener { inner, state }
-    }
-}
-
-impl From<TcpListener> for std::net::TcpListener {
-    fn from(l: TcpListener) -> std::net::TcpListener {
-        l.inner
-    }
-}
-
-impl From<OwnedFd> for TcpListener {
-    fn from(fd: OwnedFd) -> TcpListener {
-        TcpListener::from(std::net::TcpListener::from(fd))
-    }
-}
-
-impl From<TcpListener> for OwnedFd {
-    fn from(l: TcpListener) -> OwnedFd {
-        l.inner.into()
-    }
-}
-
-impl AsFd for TcpListener {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.as_fd()
-    }
-}
-
-impl AsRawFd for TcpListener {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.as_raw_fd()
-    }
-}
-
-impl FromRawFd for TcpListener {
-    unsafe fn from_raw_fd(fd: RawFd) -> TcpListener {
-        // SAFETY: forwarded from the caller (fd is an open socket it owns).
-        TcpListener::from(unsafe { std::net::TcpListener::from_raw_fd(fd) })
-    }
-}
-
-impl IntoRawFd for TcpListener {
-    fn into_raw_fd(self) -> RawFd {
-        self.inner.into_raw_fd()
-    }
-}
+crate::wrap::std_wrapper!(TcpListener, std::net::TcpListener, |inner| TcpListener {
+    state: SockState::of(inner.as_fd()),
+    inner,
+});
 
 // ---------------------------------------------------------------------------
 // UdpSocket
@@ -1086,62 +981,10 @@ impl UdpSocket {
     }
 }
 
-impl fmt::Debug for UdpSocket {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.fmt(f)
-    }
-}
-
-impl From<std::net::UdpSocket> for UdpSocket {
-    /// Wraps a std socket; its timeouts and mode are read from the socket.
-    fn from(inner: std::net::UdpSocket) -> UdpSocket {
-        let state = SockState::of(inner.as_fd());
-        UdpSocket { inner, state }
-    }
-}
-
-impl From<UdpSocket> for std::net::UdpSocket {
-    fn from(s: UdpSocket) -> std::net::UdpSocket {
-        s.inner
-    }
-}
-
-impl From<OwnedFd> for UdpSocket {
-    fn from(fd: OwnedFd) -> UdpSocket {
-        UdpSocket::from(std::net::UdpSocket::from(fd))
-    }
-}
-
-impl From<UdpSocket> for OwnedFd {
-    fn from(s: UdpSocket) -> OwnedFd {
-        s.inner.into()
-    }
-}
-
-impl AsFd for UdpSocket {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.as_fd()
-    }
-}
-
-impl AsRawFd for UdpSocket {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.as_raw_fd()
-    }
-}
-
-impl FromRawFd for UdpSocket {
-    unsafe fn from_raw_fd(fd: RawFd) -> UdpSocket {
-        // SAFETY: forwarded from the caller (fd is an open socket it owns).
-        UdpSocket::from(unsafe { std::net::UdpSocket::from_raw_fd(fd) })
-    }
-}
-
-impl IntoRawFd for UdpSocket {
-    fn into_raw_fd(self) -> RawFd {
-        self.inner.into_raw_fd()
-    }
-}
+crate::wrap::std_wrapper!(UdpSocket, std::net::UdpSocket, |inner| UdpSocket {
+    state: SockState::of(inner.as_fd()),
+    inner,
+});
 
 #[cfg(test)]
 mod tests {

@@ -40,10 +40,9 @@
 //! [`File`] (`close(2)`, which does not wait for the disk).
 
 use std::ffi::CString;
-use std::fmt;
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use crate::driver::OpFuture;
@@ -316,68 +315,11 @@ impl File {
     }
 }
 
-impl fmt::Debug for File {
-    /// As std's: descriptor, path, access mode.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.fmt(f)
-    }
-}
-
-impl From<std::fs::File> for File {
-    fn from(inner: std::fs::File) -> File {
-        File { inner }
-    }
-}
-
-impl From<File> for std::fs::File {
-    fn from(f: File) -> std::fs::File {
-        f.inner
-    }
-}
+crate::wrap::std_wrapper!(File, std::fs::File, |inner| File { inner });
 
 impl From<crate::fs::File> for File {
     fn from(f: crate::fs::File) -> File {
         File::from(f.into_std())
-    }
-}
-
-impl From<OwnedFd> for File {
-    fn from(fd: OwnedFd) -> File {
-        File::from(std::fs::File::from(fd))
-    }
-}
-
-impl From<File> for OwnedFd {
-    fn from(f: File) -> OwnedFd {
-        f.inner.into()
-    }
-}
-
-impl AsFd for File {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.as_fd()
-    }
-}
-
-impl AsRawFd for File {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.as_raw_fd()
-    }
-}
-
-impl IntoRawFd for File {
-    fn into_raw_fd(self) -> RawFd {
-        self.inner.into_raw_fd()
-    }
-}
-
-impl FromRawFd for File {
-    /// # Safety
-    ///
-    /// `fd` must be an open descriptor that the new `File` alone owns.
-    unsafe fn from_raw_fd(fd: RawFd) -> File {
-        // SAFETY: the caller's contract is std's.
-        File::from(unsafe { std::fs::File::from_raw_fd(fd) })
     }
 }
 

@@ -29,10 +29,9 @@
 //! The futures must be polled on a carrier of a runtime with the io_uring
 //! backend; with the blocking backend they fail with `Unsupported`.
 
-use std::fmt;
 use std::io;
 use std::mem;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::driver::OpFuture;
 use crate::net::{addr_to_raw, raw_to_addr, socket, Shutdown, SocketAddr, ToSocketAddrs};
@@ -86,35 +85,9 @@ impl TcpListener {
     }
 }
 
-impl fmt::Debug for TcpListener {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.fmt(f)
-    }
-}
-
-impl From<std::net::TcpListener> for TcpListener {
-    fn from(inner: std::net::TcpListener) -> TcpListener {
-        TcpListener { inner }
-    }
-}
-
-impl From<TcpListener> for std::net::TcpListener {
-    fn from(l: TcpListener) -> std::net::TcpListener {
-        l.inner
-    }
-}
-
-impl AsFd for TcpListener {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.as_fd()
-    }
-}
-
-impl AsRawFd for TcpListener {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.as_raw_fd()
-    }
-}
+crate::wrap::std_wrapper!(TcpListener, std::net::TcpListener, |inner| TcpListener {
+    inner
+});
 
 /// A TCP connection whose I/O calls are futures over owned buffers.
 pub struct TcpStream {
@@ -268,32 +241,4 @@ impl TcpStream {
     }
 }
 
-impl fmt::Debug for TcpStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.fmt(f)
-    }
-}
-
-impl From<std::net::TcpStream> for TcpStream {
-    fn from(inner: std::net::TcpStream) -> TcpStream {
-        TcpStream { inner }
-    }
-}
-
-impl From<TcpStream> for std::net::TcpStream {
-    fn from(s: TcpStream) -> std::net::TcpStream {
-        s.inner
-    }
-}
-
-impl AsFd for TcpStream {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.as_fd()
-    }
-}
-
-impl AsRawFd for TcpStream {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.as_raw_fd()
-    }
-}
+crate::wrap::std_wrapper!(TcpStream, std::net::TcpStream, |inner| TcpStream { inner });

@@ -22,10 +22,9 @@
 //! ```
 
 use std::ffi::OsStr;
-use std::fmt;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::mem;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -261,62 +260,12 @@ impl Write for &UnixStream {
     }
 }
 
-impl fmt::Debug for UnixStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.fmt(f)
+crate::wrap::std_wrapper!(UnixStream, std::os::unix::net::UnixStream, |inner| {
+    UnixStream {
+        state: SockState::of(inner.as_fd()),
+        inner,
     }
-}
-
-impl From<std::os::unix::net::UnixStream> for UnixStream {
-    /// Wraps a std stream; its timeouts and mode are read from the socket.
-    fn from(inner: std::os::unix::net::UnixStream) -> UnixStream {
-        let state = SockState::of(inner.as_fd());
-        UnixStream { inner, state }
-    }
-}
-
-impl From<UnixStream> for std::os::unix::net::UnixStream {
-    fn from(s: UnixStream) -> std::os::unix::net::UnixStream {
-        s.inner
-    }
-}
-
-impl From<OwnedFd> for UnixStream {
-    fn from(fd: OwnedFd) -> UnixStream {
-        UnixStream::from(std::os::unix::net::UnixStream::from(fd))
-    }
-}
-
-impl From<UnixStream> for OwnedFd {
-    fn from(s: UnixStream) -> OwnedFd {
-        s.inner.into()
-    }
-}
-
-impl AsFd for UnixStream {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.as_fd()
-    }
-}
-
-impl AsRawFd for UnixStream {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.as_raw_fd()
-    }
-}
-
-impl FromRawFd for UnixStream {
-    unsafe fn from_raw_fd(fd: RawFd) -> UnixStream {
-        // SAFETY: forwarded from the caller (fd is an open socket it owns).
-        UnixStream::from(unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) })
-    }
-}
-
-impl IntoRawFd for UnixStream {
-    fn into_raw_fd(self) -> RawFd {
-        self.inner.into_raw_fd()
-    }
-}
+});
 
 // ---------------------------------------------------------------------------
 // UnixListener
@@ -415,62 +364,12 @@ impl Iterator for Incoming<'_> {
     }
 }
 
-impl fmt::Debug for UnixListener {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.fmt(f)
+crate::wrap::std_wrapper!(UnixListener, std::os::unix::net::UnixListener, |inner| {
+    UnixListener {
+        state: SockState::of(inner.as_fd()),
+        inner,
     }
-}
-
-impl From<std::os::unix::net::UnixListener> for UnixListener {
-    /// Wraps a std listener; its mode is read from the socket.
-    fn from(inner: std::os::unix::net::UnixListener) -> UnixListener {
-        let state = SockState::of(inner.as_fd());
-        UnixListener { inner, state }
-    }
-}
-
-impl From<UnixListener> for std::os::unix::net::UnixListener {
-    fn from(l: UnixListener) -> std::os::unix::net::UnixListener {
-        l.inner
-    }
-}
-
-impl From<OwnedFd> for UnixListener {
-    fn from(fd: OwnedFd) -> UnixListener {
-        UnixListener::from(std::os::unix::net::UnixListener::from(fd))
-    }
-}
-
-impl From<UnixListener> for OwnedFd {
-    fn from(l: UnixListener) -> OwnedFd {
-        l.inner.into()
-    }
-}
-
-impl AsFd for UnixListener {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.as_fd()
-    }
-}
-
-impl AsRawFd for UnixListener {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.as_raw_fd()
-    }
-}
-
-impl FromRawFd for UnixListener {
-    unsafe fn from_raw_fd(fd: RawFd) -> UnixListener {
-        // SAFETY: forwarded from the caller (fd is an open socket it owns).
-        UnixListener::from(unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) })
-    }
-}
-
-impl IntoRawFd for UnixListener {
-    fn into_raw_fd(self) -> RawFd {
-        self.inner.into_raw_fd()
-    }
-}
+});
 
 #[cfg(test)]
 mod tests {
