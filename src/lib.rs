@@ -38,6 +38,7 @@
 pub mod aio;
 pub(crate) mod driver;
 pub mod fs;
+pub mod ipc;
 pub mod net;
 pub mod os;
 pub mod ring;

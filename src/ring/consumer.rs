@@ -3,7 +3,7 @@
 
 use std::hint;
 use std::ptr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::error::{RingError, WaitOutcome};
@@ -248,5 +248,86 @@ impl<T: Pod> Consumer<T> {
                 return Ok(WaitOutcome::Ready);
             }
         }
+    }
+
+    /// The "announce, re-check" half of a sleep, for callers that wait on
+    /// the futex word themselves (for example with an io_uring
+    /// `FUTEX_WAIT`, so only one green thread waits, not its carrier).
+    ///
+    /// Reads the futex word, sets `need_wakeup` and re-checks `tail`, as
+    /// [`wait`](Self::wait) does before its `FUTEX_WAIT` (see the
+    /// [wake-up protocol](super#wake-up-protocol)). Returns `None` if an
+    /// entry is available (then `need_wakeup` is cleared again), else the
+    /// word to wait on and the value to expect. After the wait, whatever
+    /// its outcome, call [`finish_sleep`](Self::finish_sleep).
+    ///
+    /// The word must be waited on as a shared futex (not `FUTEX_PRIVATE`):
+    /// the producer may be in another process.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Corrupt`] if the producer broke the protocol.
+    pub fn prepare_sleep(&mut self) -> Result<Option<(&AtomicU32, u32)>, RingError> {
+        // Acquire: pairs with the producer's Release store of `tail`.
+        if self.cached_len() > 0 || self.refresh_tail(Ordering::Acquire)? > 0 {
+            return Ok(None);
+        }
+        // As in `wait`: the word is read before announcing the sleep, and
+        // the announcement and the re-check are SeqCst (the consumer's half
+        // of the Dekker pair).
+        let seen = self.ring.futex().load(Ordering::SeqCst);
+        self.ring.need_wakeup().store(1, Ordering::SeqCst);
+        match self.refresh_tail(Ordering::SeqCst) {
+            Ok(0) => Ok(Some((self.ring.futex(), seen))),
+            other => {
+                self.ring.need_wakeup().store(0, Ordering::SeqCst);
+                other.map(|_| None)
+            }
+        }
+    }
+
+    /// Ends a sleep begun with [`prepare_sleep`](Self::prepare_sleep):
+    /// clears `need_wakeup`.
+    pub fn finish_sleep(&mut self) {
+        // SeqCst: see `wait`; our next `prepare_sleep` stores 1 after it.
+        self.ring.need_wakeup().store(0, Ordering::SeqCst);
+    }
+
+    /// A handle that wakes this consumer's sleep (in [`wait`](Self::wait)
+    /// or a caller's own wait after [`prepare_sleep`](Self::prepare_sleep))
+    /// from any thread of this process: for shutdown, when there is no
+    /// entry to push.
+    pub fn sleep_waker(&self) -> SleepWaker<T> {
+        SleepWaker {
+            ring: self.ring.clone(),
+        }
+    }
+}
+
+/// Wakes a [`Consumer`]'s sleep without pushing an entry; see
+/// [`Consumer::sleep_waker`]. Keeps the ring memory alive.
+pub struct SleepWaker<T: Pod> {
+    ring: Shared<T>,
+}
+
+// SAFETY: a SleepWaker touches only the ring's futex word, atomically; the
+// memory stays valid as long as it lives (Shared's contract, `owner`).
+unsafe impl<T: Pod> Send for SleepWaker<T> {}
+// SAFETY: as above; `wake` takes `&self` and does only atomic operations
+// and a syscall.
+unsafe impl<T: Pod> Sync for SleepWaker<T> {}
+
+impl<T: Pod> SleepWaker<T> {
+    /// Bumps the futex word and wakes the sleeper, if any. The sleeper
+    /// returns as from a spurious wake-up and re-checks its condition.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Futex`] if `FUTEX_WAKE` fails (it should not).
+    pub fn wake(&self) -> Result<(), RingError> {
+        // SeqCst like the producer's bump: a sleeper that read the old
+        // value gets EAGAIN or the wake.
+        self.ring.futex().fetch_add(1, Ordering::SeqCst);
+        futex::wake_one(self.ring.futex())
     }
 }

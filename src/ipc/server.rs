@@ -1,0 +1,418 @@
+//! [`Server`]: accepts connections and runs a handler per call.
+
+use std::collections::HashSet;
+use std::io;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use super::{
+    check_body, watch, ArenaFullPolicy, Backoff, Body, ErrorHook, Idle, ServerConfig, CALL, ERROR,
+    PROTOCOL, RELEASE, REPLY,
+};
+use crate::os::unix::net::{UnixListener, UnixStream};
+use crate::ring::{Producer, PushError};
+use crate::shm::{
+    peer_credentials, send_fd, Arena, ArenaMem, Desc, Endpoint, Region, RegionLayout,
+};
+
+/// Listens on a Unix socket and serves IPC connections.
+#[derive(Debug)]
+pub struct Server {
+    listener: UnixListener,
+    config: ServerConfig,
+}
+
+type Handler = dyn Fn(&Request, &mut ResponseWriter) -> io::Result<()> + Send + Sync;
+
+struct State {
+    tx: Producer<Desc>,
+    arena: Arena,
+    /// Ids of calls whose handler runs: a duplicate is a protocol error.
+    in_flight: HashSet<u64>,
+}
+
+struct Conn {
+    state: Mutex<State>,
+    mem: ArenaMem,
+    peer_mem: ArenaMem,
+    dead: AtomicBool,
+    sock: UnixStream,
+    wake_reader: Box<dyn Fn() + Send + Sync>,
+    arena_full: ArenaFullPolicy,
+    on_error: ErrorHook,
+}
+
+impl Conn {
+    /// Closes the connection; reports `err` if it is a protocol error.
+    fn close(&self, err: Option<io::Error>) {
+        if self.dead.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        (self.wake_reader)();
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        if let Some(e) = err {
+            (self.on_error)(&e);
+        }
+    }
+
+    fn violation(&self, msg: String) {
+        self.close(Some(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("ipc client broke the protocol: {msg}"),
+        )));
+    }
+
+    /// Handles a batch of request descriptors (the reader).
+    fn dispatch(self: &Arc<Self>, descs: &[Desc], handler: &Arc<Handler>) -> Result<(), String> {
+        for d in descs {
+            match d.opcode {
+                CALL => {
+                    check_body(&self.peer_mem, d)?;
+                    if !self.state.lock().in_flight.insert(d.id) {
+                        return Err(format!("duplicate call id {:#x} in flight", d.id));
+                    }
+                    let conn = self.clone();
+                    let handler = handler.clone();
+                    let d = *d;
+                    crate::spawn(move || conn.run(d, &*handler));
+                }
+                RELEASE => {
+                    let mut st = self.state.lock();
+                    st.arena
+                        .lookup(d.offset, d.len)
+                        .and_then(|a| {
+                            if a.offset == d.offset && a.len == d.len {
+                                st.arena.free(d.offset)
+                            } else {
+                                Err(crate::shm::UnknownAlloc {
+                                    offset: d.offset,
+                                    len: d.len,
+                                    freeing: true,
+                                })
+                            }
+                        })
+                        .map_err(|e| format!("RELEASE: {e}"))?;
+                }
+                op => return Err(format!("unknown request opcode {op} (id {:#x})", d.id)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one call's handler and sends its reply.
+    fn run(&self, d: Desc, handler: &Handler) {
+        let req = Request {
+            body: Body {
+                mem: self.peer_mem.clone(),
+                offset: d.offset,
+                len: d.len,
+            },
+        };
+        let mut w = ResponseWriter { body: Vec::new() };
+        let res = handler(&req, &mut w);
+        drop(req);
+        let reply = match res {
+            Ok(()) => self.place(&w.body),
+            Err(e) => Err(e),
+        };
+        let desc = match reply {
+            Ok((offset, len)) => Desc {
+                id: d.id,
+                opcode: REPLY,
+                flags: 0,
+                offset,
+                len,
+            },
+            Err(e) => Desc {
+                id: d.id,
+                opcode: ERROR,
+                flags: e.raw_os_error().unwrap_or(0) as u32,
+                offset: 0,
+                len: 0,
+            },
+        };
+        let mut backoff = Backoff::new();
+        loop {
+            {
+                let mut st = self.state.lock();
+                if self.dead.load(Ordering::SeqCst) {
+                    return;
+                }
+                match st.tx.push(desc) {
+                    Ok(()) => {
+                        st.in_flight.remove(&d.id);
+                        let _ = st.tx.notify();
+                        return;
+                    }
+                    Err(PushError::Full(_)) => {}
+                    Err(PushError::Corrupt(_, e)) => {
+                        drop(st);
+                        self.violation(format!("response ring: {e}"));
+                        return;
+                    }
+                }
+            }
+            backoff.snooze();
+        }
+    }
+
+    /// Allocates and writes a response body in our arena.
+    fn place(&self, body: &[u8]) -> io::Result<(u64, u64)> {
+        let len = body.len() as u64;
+        if len == 0 {
+            return Ok((0, 0));
+        }
+        let start = Instant::now();
+        let mut backoff = Backoff::new();
+        let a = loop {
+            {
+                let mut st = self.state.lock();
+                if self.dead.load(Ordering::SeqCst) {
+                    return Err(io::ErrorKind::BrokenPipe.into());
+                }
+                match st.arena.alloc(len) {
+                    Ok(a) => break a,
+                    Err(_) => match self.arena_full {
+                        ArenaFullPolicy::Wait(t)
+                            if start.elapsed() < t && len <= st.arena.capacity() => {}
+                        _ => return Err(io::Error::from_raw_os_error(libc::ENOMEM)),
+                    },
+                }
+            }
+            backoff.snooze();
+        };
+        self.mem.copy_to(a.offset, body)?;
+        Ok((a.offset, len))
+    }
+}
+
+impl Server {
+    /// Listens on `path` (`@name`: an abstract socket name) with the
+    /// default [`ServerConfig`].
+    ///
+    /// # Errors
+    ///
+    /// The socket's errors.
+    pub fn bind(path: impl AsRef<Path>) -> io::Result<Server> {
+        Server::bind_with(path, ServerConfig::default())
+    }
+
+    /// [`bind`](Self::bind) with `config`.
+    ///
+    /// # Errors
+    ///
+    /// The socket's errors.
+    pub fn bind_with(path: impl AsRef<Path>, config: ServerConfig) -> io::Result<Server> {
+        use crate::os::unix::net::SocketAddr;
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::ffi::OsStrExt;
+        let path = path.as_ref();
+        let listener = match path.as_os_str().as_bytes().strip_prefix(b"@") {
+            Some(name) => UnixListener::bind_addr(&SocketAddr::from_abstract_name(name)?)?,
+            None => UnixListener::bind(path)?,
+        };
+        Ok(Server { listener, config })
+    }
+
+    /// The address the server listens on.
+    ///
+    /// # Errors
+    ///
+    /// The socket's errors.
+    pub fn local_addr(&self) -> io::Result<crate::os::unix::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts connections until accepting fails, running `handler` for
+    /// every call on a green thread of its own (it may block). Each
+    /// connection is served by its own green threads; a connection whose
+    /// client breaks the protocol or dies is closed and its region freed,
+    /// and the others go on.
+    ///
+    /// Call it from an OS thread or a green thread. On the blocking I/O
+    /// backend `accept` is a plain blocking syscall, so there call it from
+    /// an OS thread (a green thread would hold its carrier).
+    ///
+    /// # Errors
+    ///
+    /// The listener's `accept` error that ended the loop.
+    pub fn serve<H>(self, handler: H) -> io::Result<()>
+    where
+        H: Fn(&Request, &mut ResponseWriter) -> io::Result<()> + Send + Sync + 'static,
+    {
+        let handler: Arc<Handler> = Arc::new(handler);
+        loop {
+            let (stream, _) = self.listener.accept()?;
+            let handler = handler.clone();
+            let config = self.config.clone();
+            crate::spawn(move || {
+                if let Err(e) = serve_connection(stream, handler, &config) {
+                    (config.on_error)(&e);
+                }
+            });
+        }
+    }
+}
+
+fn serve_connection(
+    stream: UnixStream,
+    handler: Arc<Handler>,
+    config: &ServerConfig,
+) -> io::Result<()> {
+    let std_sock: StdUnixStream = stream.into();
+    let peer = peer_credentials(&std_sock)?;
+    config.credentials.check(&peer)?;
+    let layout = RegionLayout::new(
+        config.ring_entries,
+        config.ring_entries,
+        config.client_arena,
+        config.server_arena,
+    );
+    let region = Region::create(&layout)?;
+    send_fd(&std_sock, region.fd(), PROTOCOL)?;
+    let Endpoint {
+        tx,
+        mut rx,
+        arena,
+        peer_arena,
+        ..
+    } = region.into_server()?;
+    let sock: UnixStream = std_sock.into();
+    let watch_sock = sock.try_clone()?;
+    let waker = rx.sleep_waker();
+    let conn = Arc::new(Conn {
+        mem: arena.mem().clone(),
+        state: Mutex::new(State {
+            tx,
+            arena,
+            in_flight: HashSet::new(),
+        }),
+        peer_mem: peer_arena,
+        dead: AtomicBool::new(false),
+        sock,
+        wake_reader: Box::new(move || {
+            let _ = waker.wake();
+        }),
+        arena_full: config.arena_full,
+        on_error: config.on_error.clone(),
+    });
+    let w = conn.clone();
+    crate::thread::Builder::new()
+        .name("ipc-server-watcher".into())
+        .spawn(move || {
+            let e = watch(&watch_sock);
+            // A client going away is normal; bytes on the socket are not.
+            let report = (e.kind() == io::ErrorKind::InvalidData).then_some(e);
+            w.close(report);
+        })?;
+    // This green thread is the connection's reader.
+    let mut buf = [Desc::default(); 64];
+    let mut idle = Idle::new();
+    while !conn.dead.load(Ordering::SeqCst) {
+        match rx.pop_into(&mut buf) {
+            Err(e) => conn.violation(format!("request ring: {e}")),
+            Ok(0) => {
+                if let Err(e) = idle.wait(&mut rx, &conn.dead) {
+                    conn.violation(format!("request ring: {e}"));
+                }
+            }
+            Ok(n) => {
+                idle.reset();
+                if let Err(msg) = conn.dispatch(&buf[..n], &handler) {
+                    conn.violation(msg);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A request body in the client's arena, valid while the handler runs.
+///
+/// The bytes are read through copies ([`to_vec`](Self::to_vec),
+/// [`read_into`](Self::read_into)): the client could still write them,
+/// and safe code never holds a `&[u8]` that another process may change.
+pub struct Request {
+    body: Body,
+}
+
+impl Request {
+    /// Body length in bytes.
+    pub fn len(&self) -> usize {
+        self.body.len()
+    }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.body.len == 0
+    }
+
+    /// A copy of the body.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.body.to_vec()
+    }
+
+    /// Copies the first `dst.len()` bytes (at most the body) into `dst`;
+    /// returns how many.
+    pub fn read_into(&self, dst: &mut [u8]) -> usize {
+        self.body.read_into(dst)
+    }
+
+    /// The body without a copy.
+    ///
+    /// # Safety
+    ///
+    /// Sound only against a trusted, well-behaved client that leaves the
+    /// bytes alone until the call is answered (a peer writing them while
+    /// the slice lives is undefined behaviour).
+    pub unsafe fn as_bytes_unchecked(&self) -> &[u8] {
+        // SAFETY: the caller's contract.
+        unsafe { self.body.as_bytes_unchecked() }
+    }
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request").field("len", &self.len()).finish()
+    }
+}
+
+/// Collects a handler's response body ([`io::Write`]); it is copied into
+/// the server arena once the handler returns.
+#[derive(Debug, Default)]
+pub struct ResponseWriter {
+    body: Vec<u8>,
+}
+
+impl ResponseWriter {
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.body.len()
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.body.is_empty()
+    }
+
+    /// Reserves room for `additional` more bytes.
+    pub fn reserve(&mut self, additional: usize) {
+        self.body.reserve(additional);
+    }
+}
+
+impl io::Write for ResponseWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.body.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

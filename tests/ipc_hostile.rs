@@ -1,0 +1,261 @@
+//! The server against misbehaving and dying clients: garbage descriptors,
+//! out-of-range offsets, corrupt ring indices and unknown opcodes close
+//! only the offending connection; a client killed with SIGKILL (a child
+//! process) is dropped while another client keeps being served; and the
+//! credential policy refuses peers on both sides.
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use green::ipc::{Client, ClientConfig, Server, ServerConfig, CALL, RELEASE};
+use green::shm::{CredentialPolicy, Desc};
+
+fn sock_path(name: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("green-ipch-{}-{name}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+/// An echo server on a std thread; returns its error count.
+fn start_server(path: &Path, config: ServerConfig) -> Arc<AtomicUsize> {
+    let errors = Arc::new(AtomicUsize::new(0));
+    let e = errors.clone();
+    let server = Server::bind_with(
+        path,
+        config.on_error(move |err| {
+            eprintln!("server reported: {err}");
+            e.fetch_add(1, Ordering::SeqCst);
+        }),
+    )
+    .unwrap();
+    std::thread::spawn(move || {
+        let _ = server.serve(|req, resp| resp.write_all(&req.to_vec()));
+    });
+    errors
+}
+
+fn watchdog<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(p)) => std::panic::resume_unwind(p),
+        Err(_) => panic!("watchdog: test hung for 60 s"),
+    }
+}
+
+/// Waits until the server closes `sock` (EOF or reset).
+fn assert_closed_by_server(mut sock: &std::os::unix::net::UnixStream) {
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut b = [0u8; 8];
+    match sock.read(&mut b) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("expected the server to close the connection, got {other:?}"),
+    }
+}
+
+fn wait_errors(errors: &AtomicUsize, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while errors.load(Ordering::SeqCst) < n {
+        assert!(Instant::now() < deadline, "server reported no error");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn hostile_clients_are_closed_good_client_keeps_working() {
+    if std::env::var_os("GREEN_IPC_CLIENT").is_some() {
+        return;
+    }
+    let path = sock_path("hostile");
+    let errors = start_server(&path, ServerConfig::default());
+    watchdog(move || {
+        let good = Client::connect(&path).unwrap();
+        assert_eq!(good.call(b"before").unwrap().to_vec(), b"before");
+        let bad_descs = [
+            Desc {
+                id: 1,
+                opcode: 999,
+                flags: 0,
+                offset: 0,
+                len: 0,
+            },
+            Desc {
+                id: 2,
+                opcode: CALL,
+                flags: 0,
+                offset: u64::MAX - 3,
+                len: 16,
+            },
+            Desc {
+                id: 3,
+                opcode: CALL,
+                flags: 0,
+                offset: 0,
+                len: 1 << 40,
+            },
+            Desc {
+                id: 4,
+                opcode: RELEASE,
+                flags: 0,
+                offset: 4096,
+                len: 8,
+            },
+            Desc {
+                id: 0xdead_beef,
+                opcode: 0,
+                flags: !0,
+                offset: !0,
+                len: !0,
+            },
+        ];
+        for (i, d) in bad_descs.into_iter().enumerate() {
+            let (mut ep, sock) = Client::connect_raw(&path, &ClientConfig::default()).unwrap();
+            ep.tx.push(d).unwrap();
+            let _ = ep.tx.notify();
+            assert_closed_by_server(&sock);
+            wait_errors(&errors, i + 1);
+            assert_eq!(good.call(b"still here").unwrap().to_vec(), b"still here");
+        }
+        // Duplicate id in flight: two CALLs with the same id (the first
+        // may or may not be answered before the second is read; send many).
+        let (mut ep, sock) = Client::connect_raw(&path, &ClientConfig::default()).unwrap();
+        for _ in 0..16 {
+            let _ = ep.tx.push(Desc {
+                id: 7,
+                opcode: CALL,
+                flags: 0,
+                offset: 0,
+                len: 0,
+            });
+        }
+        let _ = ep.tx.notify();
+        drop(ep);
+        let _ = &sock;
+        // Either closed for the duplicate or still open: the good client
+        // must keep working regardless.
+        assert_eq!(good.call(b"after dup").unwrap().to_vec(), b"after dup");
+        drop(sock);
+
+        // Corrupt ring index: map the region ourselves and write the
+        // request ring's tail far beyond head + capacity.
+        let sock = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let (fd, _) = green::shm::recv_fd(&sock).unwrap();
+        let size = rustix::fs::fstat(&fd).unwrap().st_size as usize;
+        let map = memmap2::MmapOptions::new()
+            .len(size)
+            .map_raw(fd.as_raw_fd())
+            .unwrap();
+        let base = map.as_mut_ptr();
+        // SAFETY: the header page is in the mapping; word 3 is the request
+        // ring's offset; the ring header's `tail` is at +128 of it. Atomic
+        // accesses tolerate the server's concurrent ones.
+        unsafe {
+            let words = base.cast::<std::sync::atomic::AtomicU64>();
+            let ring = (*words.add(3)).load(Ordering::SeqCst) as usize;
+            assert!(ring + 256 <= size);
+            let tail = &*base.add(ring + 128).cast::<std::sync::atomic::AtomicU32>();
+            tail.store(0x7fff_0000, Ordering::SeqCst);
+        }
+        assert_closed_by_server(&sock);
+        wait_errors(&errors, 6);
+        assert_eq!(good.call(b"end").unwrap().to_vec(), b"end");
+    });
+}
+
+/// Runs as a client when re-executed: calls forever.
+#[test]
+fn child_client() {
+    let Some(path) = std::env::var_os("GREEN_IPC_CLIENT") else {
+        return;
+    };
+    let client = Arc::new(Client::connect(path).unwrap());
+    let hs: Vec<_> = (0..8)
+        .map(|_| {
+            let c = client.clone();
+            green::spawn(move || loop {
+                let _ = c.call(&[5u8; 1000]);
+            })
+        })
+        .collect();
+    println!("ready");
+    for h in hs {
+        let _ = h.join();
+    }
+}
+
+#[test]
+fn client_killed_server_keeps_serving_others() {
+    if std::env::var_os("GREEN_IPC_CLIENT").is_some() {
+        return;
+    }
+    let path = sock_path("killclient");
+    let errors = start_server(&path, ServerConfig::default());
+    watchdog(move || {
+        let good = Client::connect(&path).unwrap();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["child_client", "--exact", "--nocapture", "--test-threads=1"])
+            .env("GREEN_IPC_CLIENT", &path)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let mut buf = [0u8; 256];
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains("ready") {
+            let n = out.read(&mut buf).unwrap();
+            assert!(n > 0, "child exited early");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        for i in 0..200u32 {
+            let req = i.to_le_bytes();
+            assert_eq!(good.call(&req).unwrap().to_vec(), req);
+        }
+        // A dying client is not a protocol error.
+        assert_eq!(errors.load(Ordering::SeqCst), 0);
+    });
+}
+
+#[test]
+fn credential_policy_refuses_peers() {
+    if std::env::var_os("GREEN_IPC_CLIENT").is_some() {
+        return;
+    }
+    let me = rustix::process::geteuid().as_raw();
+    // The server allows only another uid: it refuses us without a region.
+    let path = sock_path("cred-server");
+    let errors = start_server(
+        &path,
+        ServerConfig::default().credentials(CredentialPolicy::Allow(vec![me.wrapping_add(1)])),
+    );
+    let path2 = sock_path("cred-client");
+    let _ok = start_server(&path2, ServerConfig::default());
+    watchdog(move || {
+        let e = Client::connect(&path).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+        wait_errors(&errors, 1);
+        // The client refuses a server of another uid.
+        let e = Client::connect_with(
+            &path2,
+            ClientConfig::default().credentials(CredentialPolicy::Allow(vec![me.wrapping_add(1)])),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+        // And a client refuses a region above its size limit.
+        let e = Client::connect_with(&path2, ClientConfig::default().max_region(4096)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+        // Defaults work.
+        let c = Client::connect(&path2).unwrap();
+        assert_eq!(c.call(b"ok").unwrap().to_vec(), b"ok");
+    });
+}

@@ -1,0 +1,314 @@
+//! Green IPC against a server in a child process (this test binary
+//! re-executed with GREEN_IPC_SERVE set): round trips at many sizes with
+//! the data verified, many concurrent callers over one connection, ring
+//! and arena limits, and the server killed with SIGKILL mid-call.
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use green::ipc::{ArenaFullPolicy, Client, ClientConfig, Server, ServerConfig};
+
+/// Runs as the server when re-executed: echoes each request; a request
+/// that starts with `SLEEP` waits 300 ms first (`SLEEPLONG`: 5 s).
+#[test]
+fn child_server() {
+    let Some(path) = std::env::var_os("GREEN_IPC_SERVE") else {
+        return;
+    };
+    let env = |k: &str, d: u64| std::env::var(k).ok().map_or(d, |v| v.parse().unwrap());
+    let config = ServerConfig::default()
+        .ring_entries(env("GREEN_IPC_RING", 256) as u32)
+        .client_arena(env("GREEN_IPC_CLIENT_ARENA", 4 << 20))
+        .server_arena(env("GREEN_IPC_SERVER_ARENA", 4 << 20));
+    Server::bind_with(path, config)
+        .unwrap()
+        .serve(|req, resp| {
+            let body = req.to_vec();
+            if body.starts_with(b"SLEEPLONG") {
+                green::thread::sleep(Duration::from_secs(5));
+            } else if body.starts_with(b"SLEEP") {
+                green::thread::sleep(Duration::from_millis(300));
+            }
+            resp.write_all(&body)
+        })
+        .unwrap();
+}
+
+struct ServerProc {
+    child: Child,
+    path: PathBuf,
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn spawn_server(name: &str, env: &[(&str, &str)]) -> ServerProc {
+    let path = std::env::temp_dir().join(format!("green-ipc-{}-{name}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["child_server", "--exact", "--nocapture", "--test-threads=1"])
+        .env("GREEN_IPC_SERVE", &path)
+        .stdout(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    ServerProc { child, path }
+}
+
+/// Runs `f` on a std thread and fails the test if it takes over 60 s.
+fn watchdog<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(p)) => std::panic::resume_unwind(p),
+        Err(_) => panic!("watchdog: test hung for 60 s"),
+    }
+}
+
+fn pattern(len: usize, seed: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(31) + seed) as u8)
+        .collect()
+}
+
+#[test]
+fn round_trips_at_every_size() {
+    if std::env::var_os("GREEN_IPC_SERVE").is_some() {
+        return;
+    }
+    let server = spawn_server("sizes", &[]);
+    let path = server.path.clone();
+    watchdog(move || {
+        green::spawn(move || {
+            let client = Client::connect(&path).unwrap();
+            for (i, size) in [0usize, 4, 64, 4096, 65536, 1 << 20]
+                .into_iter()
+                .enumerate()
+            {
+                for round in 0..3 {
+                    let req = pattern(size, i + round);
+                    let resp = client.call(&req).unwrap();
+                    assert_eq!(resp.len(), size);
+                    assert_eq!(resp.to_vec(), req, "size {size}");
+                    let mut buf = vec![0u8; size];
+                    assert_eq!(resp.read_into(&mut buf), size);
+                    assert_eq!(buf, req);
+                }
+                // In place.
+                let req = pattern(size, 99);
+                let mut b = client.request_builder(size).unwrap();
+                b.write_at(0, &req).unwrap();
+                assert_eq!(b.call().unwrap().to_vec(), req);
+            }
+        })
+        .join()
+        .unwrap();
+    });
+}
+
+#[test]
+fn calls_from_a_plain_os_thread() {
+    if std::env::var_os("GREEN_IPC_SERVE").is_some() {
+        return;
+    }
+    let server = spawn_server("os", &[]);
+    let path = server.path.clone();
+    watchdog(move || {
+        let client = Client::connect(&path).unwrap();
+        for i in 0..100 {
+            let req = pattern(100, i);
+            assert_eq!(client.call(&req).unwrap().to_vec(), req);
+        }
+    });
+}
+
+#[test]
+fn thousand_concurrent_callers_over_one_connection() {
+    if std::env::var_os("GREEN_IPC_SERVE").is_some() {
+        return;
+    }
+    let server = spawn_server("many", &[]);
+    let path = server.path.clone();
+    watchdog(move || {
+        let client = Arc::new(Client::connect(&path).unwrap());
+        let handles: Vec<_> = (0..1000)
+            .map(|c| {
+                let client = client.clone();
+                green::spawn(move || {
+                    for r in 0..5 {
+                        let req = pattern(64 + c % 512, c * 7 + r);
+                        assert_eq!(client.call(&req).unwrap().to_vec(), req);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+}
+
+#[test]
+fn ring_full_backpressure_all_calls_complete() {
+    if std::env::var_os("GREEN_IPC_SERVE").is_some() {
+        return;
+    }
+    // 4-entry rings, 200 concurrent slow calls.
+    let server = spawn_server("ringfull", &[("GREEN_IPC_RING", "4")]);
+    let path = server.path.clone();
+    watchdog(move || {
+        let client = Arc::new(Client::connect(&path).unwrap());
+        let handles: Vec<_> = (0..200)
+            .map(|c| {
+                let client = client.clone();
+                green::spawn(move || {
+                    let mut req = b"SLEEP".to_vec();
+                    req.extend(pattern(32, c));
+                    assert_eq!(client.call(&req).unwrap().to_vec(), req);
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+}
+
+#[test]
+fn arena_full_fail_policy_and_wait_policy() {
+    if std::env::var_os("GREEN_IPC_SERVE").is_some() {
+        return;
+    }
+    let server = spawn_server("arena", &[("GREEN_IPC_CLIENT_ARENA", "65536")]);
+    let path = server.path.clone();
+    watchdog(move || {
+        let big = |tag: &[u8]| {
+            let mut v = tag.to_vec();
+            v.resize(40_000, 7);
+            v
+        };
+        // Fail: a second 40 KB call while the first holds the arena.
+        let fail = Arc::new(
+            Client::connect_with(
+                &path,
+                ClientConfig::default().arena_full(ArenaFullPolicy::Fail),
+            )
+            .unwrap(),
+        );
+        let c = fail.clone();
+        let first = green::spawn(move || c.call(&big(b"SLEEP")).map(|r| r.len()));
+        green::thread::sleep(Duration::from_millis(100));
+        let err = fail.call(&big(b"x")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{err}");
+        assert_eq!(first.join().unwrap().unwrap(), 40_000);
+        // Larger than the whole arena: fails at once, whatever the policy.
+        let err = fail.call(&vec![0; 1 << 20]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{err}");
+        // Freed after the response: works again.
+        assert_eq!(fail.call(&big(b"y")).unwrap().len(), 40_000);
+
+        // Wait: the second call proceeds once the first's space frees.
+        let wait = Arc::new(
+            Client::connect_with(
+                &path,
+                ClientConfig::default().arena_full(ArenaFullPolicy::Wait(Duration::from_secs(20))),
+            )
+            .unwrap(),
+        );
+        let c = wait.clone();
+        let first = green::spawn(move || c.call(&big(b"SLEEP")).map(|r| r.len()));
+        green::thread::sleep(Duration::from_millis(100));
+        let req = big(b"second");
+        assert_eq!(wait.call(&req).unwrap().to_vec(), req);
+        assert_eq!(first.join().unwrap().unwrap(), 40_000);
+    });
+}
+
+#[test]
+fn server_killed_mid_call_fails_pending_and_later_calls() {
+    if std::env::var_os("GREEN_IPC_SERVE").is_some() {
+        return;
+    }
+    let mut server = spawn_server("kill", &[]);
+    let path = server.path.clone();
+    let client = Arc::new(Client::connect(&path).unwrap());
+    // Warm up.
+    assert_eq!(client.call(b"hi").unwrap().to_vec(), b"hi");
+    let c2 = client.clone();
+    let callers = std::thread::spawn(move || {
+        let handles: Vec<_> = (0..50)
+            .map(|_| {
+                let c = c2.clone();
+                green::spawn(move || c.call(b"SLEEPLONG").map(|r| r.len()))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    server.child.kill().unwrap(); // SIGKILL
+    let killed = Instant::now();
+    server.child.wait().unwrap();
+    let results = watchdog(move || callers.join().unwrap());
+    eprintln!("pending calls failed {:?} after the kill", killed.elapsed());
+    for r in results {
+        let e = r.unwrap_err();
+        assert!(
+            matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            ),
+            "{e}"
+        );
+    }
+    let t = Instant::now();
+    let e = client.call(b"late").unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::BrokenPipe, "{e}");
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert!(client.is_closed());
+}
+
+#[test]
+fn async_calls_on_the_same_rings() {
+    if std::env::var_os("GREEN_IPC_SERVE").is_some() {
+        return;
+    }
+    let server = spawn_server("async", &[]);
+    let path = server.path.clone();
+    watchdog(move || {
+        let client = Arc::new(Client::connect(&path).unwrap());
+        let tasks: Vec<_> = (0..100)
+            .map(|i| {
+                let client = client.clone();
+                green::spawn_async(async move {
+                    let req = pattern(1000, i);
+                    let resp = client.call_async(&req).await.unwrap();
+                    assert_eq!(resp.to_vec(), req);
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.join().unwrap();
+        }
+        // Mixed with blocking calls on the same connection.
+        assert_eq!(client.call(b"blocking").unwrap().to_vec(), b"blocking");
+    });
+}
