@@ -1,0 +1,1093 @@
+//! IPC between two processes, 200 concurrent callers: green::ipc (blocking
+//! calls from green threads, and `call_async` from async tasks) against
+//! tokio, tokio-uring, monoio and std threads over Unix sockets, and the
+//! shmipc crate. The ipc-benchmark of the evering report, plus green.
+//!
+//! The server is always a child process: this binary re-executes itself
+//! with [`SERVER_ENV`] set, the child binds the socket, prints `ready` and
+//! serves until it is killed (it also asks the kernel for SIGKILL when the
+//! bench process dies, so no server outlives a crashed run).
+//!
+//! Every request is an `i32` header and a body of `buf_size` bytes, each
+//! equal to [`body_byte`] of the header; the server checks every byte,
+//! answers with the header `!h` and a `buf_size` body of `body_byte(!h)`,
+//! and the caller checks every byte of that. Both sides write and read the
+//! data on every call.
+//!
+//! - **green**, **green_async**: one `green::ipc::Client` shared by all
+//!   callers (the API's design: many green threads over one ring pair);
+//!   `Client::call` from 200 green threads, or `call_async` from 200 async
+//!   tasks, on the default runtime (one carrier per CPU). Request bytes are
+//!   filled in a caller's buffer and copied in by `call`; responses are
+//!   copied out with `read_into` (the safe API).
+//! - **green_zero_copy**: as green, but the request is filled in place in
+//!   the arena (`request_builder` + `as_mut_bytes_unchecked`) and the
+//!   response checked in place (`Response::as_bytes_unchecked`): the
+//!   `unsafe` accessors for a trusted peer, as shmipc works.
+//! - The green server (`Server::serve`, 1024-entry rings, 1.25 GiB arenas:
+//!   room for 200 calls of 4 MiB in flight each way) checks the request in
+//!   place (`Request::as_bytes_unchecked`) and writes the response through
+//!   the `ResponseWriter`, which the library then copies into its arena.
+//! - **tokio_uds**, **tokio_uring_uds**, **monoio_uds**, **std_uds**: one
+//!   Unix stream per caller (200 connections). A connection opens with a
+//!   `u32` buf_size, then carries fixed-size frames (header + body) with no
+//!   length prefix, so each message is one `write` and usually one `read`.
+//!   tokio: multi-thread runtimes (one worker per CPU) on both sides;
+//!   tokio-uring and monoio (io_uring driver): one thread per side; std:
+//!   200 client threads, a thread per connection in the server.
+//! - **shmipc**: one `SessionManager` (one session), one stream per caller;
+//!   frames written in place with `Stream::reserve`, read with
+//!   `read_exact_bytes`; shared memory sized for 200 calls in flight each
+//!   way; tokio multi-thread runtimes.
+//!
+//! Time per call is the wall time of a run divided by the calls of all
+//! callers in it: the median of 3 runs, after one untimed run of the same
+//! length (three at 1 MiB and up, so that first touches of freshly mapped
+//! memory are not timed; see BENCHMARKS.md). The single-caller
+//! round trip is one caller doing 20,000 calls of 4 B (after 5,000 warm-up
+//! calls) in each of 5 sessions, each on a fresh connection; a session's
+//! p50 and p99 are printed, the median, lowest and highest session p50 go
+//! to the CSV.
+//!
+//! `cargo bench --bench ipc [-- SYSTEM...]` runs it (a few minutes), prints
+//! `ipc/<size>/<system>` lines and a table, and writes
+//! `target/ipc-bench.csv` (or `$IPC_BENCH_CSV`) for `cargo run --example
+//! ipc_plot`. `cargo test --benches` runs every system once with 8 callers
+//! and two calls each, as a smoke test.
+use std::io::{self, BufRead, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+/// Set in the child: `<server kind> <socket path>`.
+const SERVER_ENV: &str = "GREEN_IPC_BENCH_SERVER";
+const SIZES: [usize; 10] = [
+    4,
+    64,
+    512,
+    1 << 10,
+    4 << 10,
+    16 << 10,
+    64 << 10,
+    256 << 10,
+    1 << 20,
+    4 << 20,
+];
+const CALLERS: usize = 200;
+/// Bytes each way per run: calls per caller shrink with buf_size.
+const RUN_BYTES: usize = 512 << 20;
+const MIN_CALLS_PER_CALLER: usize = 2;
+const MAX_CALLS_PER_CALLER: usize = 250;
+const TIMED_RUNS: usize = 3;
+/// Untimed runs before them at 1 MiB and up (one below).
+const WARMUP_RUNS_LARGE: usize = 3;
+/// Single-caller round trips at 4 B, per session.
+const RTT_CALLS: usize = 20_000;
+const RTT_SESSIONS: usize = 5;
+/// Each green arena: 200 bodies of 4 MiB + 4 B, with room to spare.
+const GREEN_ARENA: u64 = 1280 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum System {
+    Green,
+    GreenAsync,
+    GreenZeroCopy,
+    Tokio,
+    Std,
+    Monoio,
+    Shmipc,
+    TokioUring,
+}
+
+impl System {
+    /// In the order they run (and appear in the table).
+    const ALL: [System; 8] = [
+        System::Green,
+        System::GreenAsync,
+        System::GreenZeroCopy,
+        System::Tokio,
+        System::Std,
+        System::Monoio,
+        System::Shmipc,
+        System::TokioUring,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            System::Green => "green",
+            System::GreenAsync => "green_async",
+            System::GreenZeroCopy => "green_zero_copy",
+            System::Tokio => "tokio_uds",
+            System::Std => "std_uds",
+            System::Monoio => "monoio_uds",
+            System::Shmipc => "shmipc",
+            System::TokioUring => "tokio_uring_uds",
+        }
+    }
+
+    /// The server the child runs: both green front ends call the same one.
+    fn server(self) -> &'static str {
+        match self {
+            System::GreenAsync | System::GreenZeroCopy => System::Green.name(),
+            s => s.name(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- payload
+
+/// The value of every body byte of a message whose header is `hdr`.
+fn body_byte(hdr: i32) -> u8 {
+    ((hdr as u32).wrapping_mul(0x9e37_79b1) >> 24) as u8
+}
+
+/// Writes header `hdr` and its body into `msg` (4 + buf_size bytes).
+fn fill(msg: &mut [u8], hdr: i32) {
+    msg[..4].copy_from_slice(&hdr.to_le_bytes());
+    msg[4..].fill(body_byte(hdr));
+}
+
+/// The header of `msg` if every body byte matches it.
+fn check(msg: &[u8]) -> Result<i32, String> {
+    if msg.len() < 4 {
+        return Err(format!("message of {} bytes", msg.len()));
+    }
+    let hdr = i32::from_le_bytes(msg[..4].try_into().unwrap());
+    let b = body_byte(hdr);
+    // An OR of differences (no early exit) vectorises.
+    if msg[4..].iter().fold(0u8, |acc, &x| acc | (x ^ b)) != 0 {
+        return Err(format!("body of header {hdr} corrupt"));
+    }
+    Ok(hdr)
+}
+
+/// The server's work: check the request, write the response.
+fn answer(req: &[u8], resp: &mut [u8]) {
+    let hdr = check(req).unwrap_or_else(|e| die(&e));
+    fill(resp, !hdr);
+}
+
+fn die(msg: &str) -> ! {
+    eprintln!("ipc bench server: {msg}");
+    std::process::exit(2)
+}
+
+/// One caller's buffers and, when asked, its per-call latencies.
+struct Caller {
+    id: usize,
+    req: Vec<u8>,
+    resp: Vec<u8>,
+    lat: Vec<u32>,
+}
+
+impl Caller {
+    fn new(id: usize, size: usize) -> Caller {
+        Caller {
+            id,
+            req: vec![0; 4 + size],
+            resp: vec![0; 4 + size],
+            lat: Vec::new(),
+        }
+    }
+
+    /// Fills the request of call `i`; returns its header.
+    fn begin(&mut self, i: usize) -> i32 {
+        let hdr = ((self.id as i32) << 20) ^ i as i32;
+        fill(&mut self.req, hdr);
+        hdr
+    }
+
+    /// Checks the response in `resp` to the call with header `hdr`.
+    fn end(&mut self, hdr: i32, started: Option<Instant>) {
+        verify(&self.resp, hdr);
+        self.record(started);
+    }
+
+    fn record(&mut self, started: Option<Instant>) {
+        if let Some(t) = started {
+            self.lat
+                .push(t.elapsed().as_nanos().min(u32::MAX as u128) as u32);
+        }
+    }
+}
+
+/// Checks that `msg` answers the call with header `hdr`.
+fn verify(msg: &[u8], hdr: i32) {
+    let got = check(msg).unwrap_or_else(|e| panic!("response: {e}"));
+    assert_eq!(got, !hdr, "response to another call");
+}
+
+/// What one client session measured: the wall time of each run, and the
+/// latencies of the last run's calls if they were recorded.
+struct Measured {
+    runs: Vec<Duration>,
+    lat: Vec<u32>,
+}
+
+fn collect(callers: &mut [Caller], runs: Vec<Duration>) -> Measured {
+    let mut lat: Vec<u32> = callers.iter_mut().flat_map(|c| c.lat.drain(..)).collect();
+    lat.sort_unstable();
+    Measured { runs, lat }
+}
+
+// ---------------------------------------------------------------- clients
+
+/// Connects `callers` callers of `sys` to the server at `path` and does
+/// one run per entry of `runs` (that many calls per caller), keeping the
+/// connections across runs. Latencies of the last run if `record`.
+fn run_client(
+    sys: System,
+    path: &str,
+    size: usize,
+    callers: usize,
+    runs: &[usize],
+    record: bool,
+) -> Measured {
+    match sys {
+        System::Green | System::GreenAsync | System::GreenZeroCopy => {
+            green_client(sys, path, size, callers, runs, record)
+        }
+        System::Tokio => tokio_client(path, size, callers, runs, record),
+        System::Std => std_client(path, size, callers, runs, record),
+        System::Monoio => monoio_client(path, size, callers, runs, record),
+        System::Shmipc => shmipc_client(path, size, callers, runs, record),
+        System::TokioUring => tokio_uring_client(path, size, callers, runs, record),
+    }
+}
+
+fn green_client(
+    sys: System,
+    path: &str,
+    size: usize,
+    callers: usize,
+    runs: &[usize],
+    record: bool,
+) -> Measured {
+    let config = green::ipc::ClientConfig::default().max_region(4 << 30);
+    let client = Arc::new(green::ipc::Client::connect_with(path, config).expect("connect"));
+    let mut state: Vec<Caller> = (0..callers).map(|c| Caller::new(c, size)).collect();
+    let mut times = Vec::new();
+    for &n in runs {
+        state.iter_mut().for_each(|c| c.lat.clear());
+        let start = Instant::now();
+        let handles: Vec<_> = state
+            .drain(..)
+            .map(|mut c| {
+                let client = client.clone();
+                if sys == System::GreenZeroCopy {
+                    green::spawn(move || {
+                        for i in 0..n {
+                            let t = record.then(Instant::now);
+                            let hdr = ((c.id as i32) << 20) ^ i as i32;
+                            let mut b = client.request_builder(4 + size).expect("builder");
+                            // SAFETY: the bench's server never writes the
+                            // client arena.
+                            fill(unsafe { b.as_mut_bytes_unchecked() }, hdr);
+                            let r = b.call().expect("call");
+                            // SAFETY: the bench's server leaves a response
+                            // body alone until the Response is dropped.
+                            verify(unsafe { r.as_bytes_unchecked() }, hdr);
+                            drop(r);
+                            c.record(t);
+                        }
+                        c
+                    })
+                } else if sys == System::GreenAsync {
+                    green::spawn_async(async move {
+                        for i in 0..n {
+                            let t = record.then(Instant::now);
+                            let hdr = c.begin(i);
+                            let r = client.call_async(&c.req).await.expect("call_async");
+                            assert_eq!(r.len(), c.resp.len(), "response length");
+                            r.read_into(&mut c.resp);
+                            drop(r);
+                            c.end(hdr, t);
+                        }
+                        c
+                    })
+                } else {
+                    green::spawn(move || {
+                        for i in 0..n {
+                            let t = record.then(Instant::now);
+                            let hdr = c.begin(i);
+                            let r = client.call(&c.req).expect("call");
+                            assert_eq!(r.len(), c.resp.len(), "response length");
+                            r.read_into(&mut c.resp);
+                            drop(r);
+                            c.end(hdr, t);
+                        }
+                        c
+                    })
+                }
+            })
+            .collect();
+        state = handles
+            .into_iter()
+            .map(|h| h.join().expect("caller panicked"))
+            .collect();
+        times.push(start.elapsed());
+    }
+    collect(&mut state, times)
+}
+
+fn tokio_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn tokio_client(path: &str, size: usize, callers: usize, runs: &[usize], record: bool) -> Measured {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio_rt().block_on(async {
+        let mut state = Vec::with_capacity(callers);
+        for c in 0..callers {
+            let mut s = tokio::net::UnixStream::connect(path)
+                .await
+                .expect("connect");
+            s.write_all(&(size as u32).to_le_bytes()).await.unwrap();
+            state.push((s, Caller::new(c, size)));
+        }
+        let mut times = Vec::new();
+        for &n in runs {
+            state.iter_mut().for_each(|(_, c)| c.lat.clear());
+            let start = Instant::now();
+            let handles: Vec<_> = state
+                .drain(..)
+                .map(|(mut s, mut c)| {
+                    tokio::spawn(async move {
+                        for i in 0..n {
+                            let t = record.then(Instant::now);
+                            let hdr = c.begin(i);
+                            s.write_all(&c.req).await.expect("write");
+                            s.read_exact(&mut c.resp).await.expect("read");
+                            c.end(hdr, t);
+                        }
+                        (s, c)
+                    })
+                })
+                .collect();
+            for h in handles {
+                state.push(h.await.expect("caller panicked"));
+            }
+            times.push(start.elapsed());
+        }
+        let mut callers: Vec<Caller> = state.into_iter().map(|(_, c)| c).collect();
+        collect(&mut callers, times)
+    })
+}
+
+fn std_client(path: &str, size: usize, callers: usize, runs: &[usize], record: bool) -> Measured {
+    // Threads live for the whole session; a barrier starts and ends each
+    // run, so thread creation is not timed.
+    let barrier = Arc::new(Barrier::new(callers + 1));
+    let runs_v = runs.to_vec();
+    let threads: Vec<_> = (0..callers)
+        .map(|id| {
+            let barrier = barrier.clone();
+            let runs = runs_v.clone();
+            let path = path.to_owned();
+            std::thread::Builder::new()
+                .stack_size(256 << 10)
+                .spawn(move || {
+                    let mut s = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+                    s.write_all(&(size as u32).to_le_bytes()).unwrap();
+                    let mut c = Caller::new(id, size);
+                    for n in runs {
+                        c.lat.clear();
+                        barrier.wait();
+                        for i in 0..n {
+                            let t = record.then(Instant::now);
+                            let hdr = c.begin(i);
+                            s.write_all(&c.req).expect("write");
+                            s.read_exact(&mut c.resp).expect("read");
+                            c.end(hdr, t);
+                        }
+                        barrier.wait();
+                    }
+                    c
+                })
+                .expect("spawn caller thread")
+        })
+        .collect();
+    let mut times = Vec::new();
+    for _ in runs {
+        barrier.wait();
+        let start = Instant::now();
+        barrier.wait();
+        times.push(start.elapsed());
+    }
+    let mut state: Vec<Caller> = threads
+        .into_iter()
+        .map(|t| t.join().expect("caller panicked"))
+        .collect();
+    collect(&mut state, times)
+}
+
+fn monoio_rt() -> monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>> {
+    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .with_entries(1024)
+        .enable_timer()
+        .build()
+        .expect("monoio io_uring runtime")
+}
+
+fn monoio_client(
+    path: &str,
+    size: usize,
+    callers: usize,
+    runs: &[usize],
+    record: bool,
+) -> Measured {
+    use monoio::io::{AsyncReadRentExt, AsyncWriteRentExt};
+    monoio_rt().block_on(async {
+        let mut state = Vec::with_capacity(callers);
+        for c in 0..callers {
+            let mut s = monoio::net::UnixStream::connect(path)
+                .await
+                .expect("connect");
+            let (r, _) = s.write_all((size as u32).to_le_bytes().to_vec()).await;
+            r.unwrap();
+            state.push((s, Caller::new(c, size)));
+        }
+        let mut times = Vec::new();
+        for &n in runs {
+            state.iter_mut().for_each(|(_, c)| c.lat.clear());
+            let start = Instant::now();
+            let handles: Vec<_> = state
+                .drain(..)
+                .map(|(mut s, mut c)| {
+                    monoio::spawn(async move {
+                        for i in 0..n {
+                            let t = record.then(Instant::now);
+                            let hdr = c.begin(i);
+                            let (r, req) = s.write_all(std::mem::take(&mut c.req)).await;
+                            c.req = req;
+                            r.expect("write");
+                            let (r, resp) = s.read_exact(std::mem::take(&mut c.resp)).await;
+                            c.resp = resp;
+                            r.expect("read");
+                            c.end(hdr, t);
+                        }
+                        (s, c)
+                    })
+                })
+                .collect();
+            for h in handles {
+                state.push(h.await);
+            }
+            times.push(start.elapsed());
+        }
+        let mut callers: Vec<Caller> = state.into_iter().map(|(_, c)| c).collect();
+        collect(&mut callers, times)
+    })
+}
+
+/// tokio-uring has no `read_exact`: reads into `buf`'s spare capacity
+/// until it holds `buf.capacity()` bytes.
+async fn uring_read_exact(
+    s: &tokio_uring::net::UnixStream,
+    mut buf: Vec<u8>,
+) -> (io::Result<()>, Vec<u8>) {
+    use tokio_uring::buf::BoundedBuf;
+    let total = buf.capacity();
+    buf.clear();
+    while buf.len() < total {
+        let filled = buf.len();
+        let (r, slice) = s.read(buf.slice(filled..total)).await;
+        buf = slice.into_inner();
+        match r {
+            Ok(0) => return (Err(io::ErrorKind::UnexpectedEof.into()), buf),
+            Ok(_) => {}
+            Err(e) => return (Err(e), buf),
+        }
+    }
+    (Ok(()), buf)
+}
+
+fn tokio_uring_client(
+    path: &str,
+    size: usize,
+    callers: usize,
+    runs: &[usize],
+    record: bool,
+) -> Measured {
+    tokio_uring::start(async {
+        let mut state = Vec::with_capacity(callers);
+        for c in 0..callers {
+            let s = tokio_uring::net::UnixStream::connect(path)
+                .await
+                .expect("connect");
+            let (r, _) = s.write_all((size as u32).to_le_bytes().to_vec()).await;
+            r.unwrap();
+            state.push((s, Caller::new(c, size)));
+        }
+        let mut times = Vec::new();
+        for &n in runs {
+            state.iter_mut().for_each(|(_, c)| c.lat.clear());
+            let start = Instant::now();
+            let handles: Vec<_> = state
+                .drain(..)
+                .map(|(s, mut c)| {
+                    tokio_uring::spawn(async move {
+                        for i in 0..n {
+                            let t = record.then(Instant::now);
+                            let hdr = c.begin(i);
+                            let (r, req) = s.write_all(std::mem::take(&mut c.req)).await;
+                            c.req = req;
+                            r.expect("write");
+                            let (r, resp) = uring_read_exact(&s, std::mem::take(&mut c.resp)).await;
+                            c.resp = resp;
+                            r.expect("read");
+                            c.end(hdr, t);
+                        }
+                        (s, c)
+                    })
+                })
+                .collect();
+            for h in handles {
+                state.push(h.await.expect("caller panicked"));
+            }
+            times.push(start.elapsed());
+        }
+        let mut callers: Vec<Caller> = state.into_iter().map(|(_, c)| c).collect();
+        collect(&mut callers, times)
+    })
+}
+
+/// shmipc settings for frames of `frame` bytes and `callers` calls in
+/// flight each way (the client's settings size the shared memory).
+fn shmipc_config(frame: usize, callers: usize, tag: &str) -> shmipc::session::SessionManagerConfig {
+    use shmipc::config::SizePercentPair;
+    let mut c = shmipc::session::SessionManagerConfig::new();
+    let cfg = c.config_mut();
+    cfg.queue_cap = 65536;
+    cfg.connection_write_timeout = Duration::from_secs(5);
+    // 70% of the memory in slices that hold a whole frame, enough for a
+    // request and a response per caller.
+    let need = (2 * callers * (frame + 256)) as u64 * 10 / 7 + (64 << 20);
+    cfg.share_memory_buffer_cap = need.clamp(256 << 20, 3 << 30) as u32;
+    cfg.buffer_slice_sizes = vec![
+        SizePercentPair {
+            size: (frame + 256) as u32,
+            percent: 70,
+        },
+        SizePercentPair {
+            size: (16 << 10) + 256,
+            percent: 20,
+        },
+        SizePercentPair {
+            size: (64 << 10) + 256,
+            percent: 10,
+        },
+    ];
+    cfg.mem_map_type = shmipc::consts::MemMapType::MemMapTypeMemFd;
+    cfg.share_memory_path_prefix.push_str(tag);
+    c.with_session_num(1)
+}
+
+/// Flushes `s`'s send buffer, retrying while shmipc's queue is full.
+async fn shmipc_flush(s: &mut shmipc::stream::Stream) -> Result<(), shmipc::Error> {
+    loop {
+        match s.flush(false).await {
+            Err(shmipc::Error::QueueFull) => {
+                tokio::time::sleep(Duration::from_micros(1)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Writes a frame into `s`'s send buffer, in shared memory when a slice
+/// holds it whole, else through shmipc's copying `write_bytes`.
+fn shmipc_write(s: &mut shmipc::stream::Stream, scratch: &mut [u8], hdr: i32) {
+    let len = scratch.len();
+    match s.reserve(len) {
+        Ok(m) if m.len() >= len => fill(&mut m[..len], hdr),
+        _ => {
+            fill(scratch, hdr);
+            s.write_bytes(scratch).expect("shmipc write_bytes");
+        }
+    }
+}
+
+fn shmipc_client(
+    path: &str,
+    size: usize,
+    callers: usize,
+    runs: &[usize],
+    record: bool,
+) -> Measured {
+    let frame = 4 + size;
+    let tag = format!("ipcbench{}_{size}", std::process::id());
+    tokio_rt().block_on(async {
+        let addr = std::os::unix::net::SocketAddr::from_pathname(path).unwrap();
+        let sm = shmipc::session::SessionManager::new(
+            shmipc_config(frame, callers, &tag),
+            shmipc::transport::DefaultUnixConnect,
+            addr,
+        )
+        .await
+        .expect("shmipc connect");
+        let mut state = Vec::with_capacity(callers);
+        for c in 0..callers {
+            let mut s = sm.get_stream().expect("shmipc stream");
+            s.write_bytes(&(size as u32).to_le_bytes()).unwrap();
+            shmipc_flush(&mut s).await.expect("flush");
+            state.push((s, Caller::new(c, size)));
+        }
+        let mut times = Vec::new();
+        for &n in runs {
+            state.iter_mut().for_each(|(_, c)| c.lat.clear());
+            let start = Instant::now();
+            let handles: Vec<_> = state
+                .drain(..)
+                .map(|(mut s, mut c)| {
+                    tokio::spawn(async move {
+                        for i in 0..n {
+                            let t = record.then(Instant::now);
+                            let hdr = ((c.id as i32) << 20) ^ i as i32;
+                            shmipc_write(&mut s, &mut c.req, hdr);
+                            shmipc_flush(&mut s).await.expect("flush");
+                            let b = s.read_exact_bytes(frame).await.expect("read");
+                            c.resp.copy_from_slice(&b);
+                            drop(b);
+                            s.release_read_and_reuse();
+                            c.end(hdr, t);
+                        }
+                        (s, c)
+                    })
+                })
+                .collect();
+            for h in handles {
+                state.push(h.await.expect("caller panicked"));
+            }
+            times.push(start.elapsed());
+        }
+        let mut callers = Vec::with_capacity(state.len());
+        for (mut s, c) in state {
+            let _ = s.close().await;
+            callers.push(c);
+        }
+        sm.close().await;
+        collect(&mut callers, times)
+    })
+}
+
+// ---------------------------------------------------------------- servers
+
+/// The child: serves `spec` (`<server kind> <path>`) until killed.
+fn serve(spec: &str) -> io::Result<()> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and touches no
+    // memory of ours.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let (kind, path) = spec.split_once(' ').expect("SERVER_ENV: kind path");
+    let _ = std::fs::remove_file(path);
+    let ready = || {
+        println!("ready");
+        io::stdout().flush().unwrap();
+    };
+    match kind {
+        "green" => {
+            let config = green::ipc::ServerConfig::default()
+                .ring_entries(1024)
+                .client_arena(GREEN_ARENA)
+                .server_arena(GREEN_ARENA);
+            let server = green::ipc::Server::bind_with(path, config)?;
+            ready();
+            server.serve(|req, resp| {
+                // SAFETY: the bench's clients leave a request body alone
+                // until its response arrives, after this handler returns.
+                let msg = unsafe { req.as_bytes_unchecked() };
+                let hdr = check(msg).unwrap_or_else(|e| die(&e));
+                // The response is written through `io::Write` in chunks
+                // (the writer's buffer is copied into the arena after).
+                let (hdr, len) = (!hdr, msg.len());
+                let chunk = [body_byte(hdr); 4096];
+                resp.reserve(len);
+                resp.write_all(&hdr.to_le_bytes())?;
+                let mut left = len - 4;
+                while left > 0 {
+                    let k = left.min(chunk.len());
+                    resp.write_all(&chunk[..k])?;
+                    left -= k;
+                }
+                Ok(())
+            })
+        }
+        "tokio_uds" => tokio_rt().block_on(async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let l = tokio::net::UnixListener::bind(path)?;
+            ready();
+            loop {
+                let (mut s, _) = l.accept().await?;
+                tokio::spawn(async move {
+                    let mut hello = [0u8; 4];
+                    if s.read_exact(&mut hello).await.is_err() {
+                        return;
+                    }
+                    let frame = 4 + u32::from_le_bytes(hello) as usize;
+                    let (mut req, mut resp) = (vec![0u8; frame], vec![0u8; frame]);
+                    while s.read_exact(&mut req).await.is_ok() {
+                        answer(&req, &mut resp);
+                        if s.write_all(&resp).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }),
+        "std_uds" => {
+            let l = std::os::unix::net::UnixListener::bind(path)?;
+            ready();
+            loop {
+                let (mut s, _) = l.accept()?;
+                std::thread::Builder::new()
+                    .stack_size(256 << 10)
+                    .spawn(move || {
+                        let mut hello = [0u8; 4];
+                        if s.read_exact(&mut hello).is_err() {
+                            return;
+                        }
+                        let frame = 4 + u32::from_le_bytes(hello) as usize;
+                        let (mut req, mut resp) = (vec![0u8; frame], vec![0u8; frame]);
+                        while s.read_exact(&mut req).is_ok() {
+                            answer(&req, &mut resp);
+                            if s.write_all(&resp).is_err() {
+                                return;
+                            }
+                        }
+                    })?;
+            }
+        }
+        "monoio_uds" => monoio_rt().block_on(async {
+            use monoio::io::{AsyncReadRentExt, AsyncWriteRentExt};
+            // monoio's own `bind` sets SO_REUSEPORT, which Unix sockets
+            // refuse (EOPNOTSUPP).
+            let l =
+                monoio::net::UnixListener::from_std(std::os::unix::net::UnixListener::bind(path)?)?;
+            ready();
+            loop {
+                let (mut s, _) = l.accept().await?;
+                monoio::spawn(async move {
+                    let (r, hello) = s.read_exact(vec![0u8; 4]).await;
+                    if r.is_err() {
+                        return;
+                    }
+                    let frame = 4 + u32::from_le_bytes(hello[..4].try_into().unwrap()) as usize;
+                    let (mut req, mut resp) = (vec![0u8; frame], vec![0u8; frame]);
+                    loop {
+                        let (r, b) = s.read_exact(req).await;
+                        req = b;
+                        if r.is_err() {
+                            return;
+                        }
+                        answer(&req, &mut resp);
+                        let (r, b) = s.write_all(resp).await;
+                        resp = b;
+                        if r.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }),
+        "tokio_uring_uds" => tokio_uring::start(async {
+            // tokio-uring's `bind` sets SO_REUSEPORT, which Unix sockets
+            // refuse (EOPNOTSUPP), and it has no `from_std` listener: a
+            // plain thread accepts (connection setup is not timed).
+            let l = std::os::unix::net::UnixListener::bind(path)?;
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            std::thread::spawn(move || {
+                for s in l.incoming() {
+                    if tx.send(s.expect("accept")).is_err() {
+                        return;
+                    }
+                }
+            });
+            ready();
+            while let Some(s) = rx.recv().await {
+                let s = tokio_uring::net::UnixStream::from_std(s);
+                tokio_uring::spawn(async move {
+                    let (r, hello) = uring_read_exact(&s, Vec::with_capacity(4)).await;
+                    if r.is_err() {
+                        return;
+                    }
+                    let frame = 4 + u32::from_le_bytes(hello[..4].try_into().unwrap()) as usize;
+                    let (mut req, mut resp) = (vec![0u8; frame], vec![0u8; frame]);
+                    loop {
+                        let (r, b) = uring_read_exact(&s, req).await;
+                        req = b;
+                        if r.is_err() {
+                            return;
+                        }
+                        answer(&req, &mut resp);
+                        let (r, b) = s.write_all(resp).await;
+                        resp = b;
+                        if r.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            Ok(())
+        }),
+        "shmipc" => tokio_rt().block_on(async {
+            use shmipc::buffer::BufferReader;
+            let addr = std::os::unix::net::SocketAddr::from_pathname(path).unwrap();
+            let config = shmipc_config(64, CALLERS, "server").config().clone();
+            let mut l =
+                shmipc::Listener::new(shmipc::transport::DefaultUnixListen, addr, config).await?;
+            ready();
+            loop {
+                let mut s = l.accept().await?;
+                tokio::spawn(async move {
+                    let frame = match s.read_exact_bytes(4).await {
+                        Ok(b) => 4 + u32::from_le_bytes(b[..4].try_into().unwrap()) as usize,
+                        Err(_) => return,
+                    };
+                    s.recv_buf().release_previous_read();
+                    let mut scratch = vec![0u8; frame];
+                    loop {
+                        let hdr = match s.read_exact_bytes(frame).await {
+                            Ok(b) => check(&b).unwrap_or_else(|e| die(&e)),
+                            Err(_) => return,
+                        };
+                        s.recv_buf().release_previous_read();
+                        shmipc_write(&mut s, &mut scratch, !hdr);
+                        if shmipc_flush(&mut s).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }),
+        other => die(&format!("unknown server {other}")),
+    }
+}
+
+/// A server child process, killed and reaped on drop (a panicking bench
+/// included; PR_SET_PDEATHSIG covers a bench that is killed).
+struct ServerProcess {
+    child: Child,
+    path: String,
+}
+
+impl ServerProcess {
+    fn start(sys: System) -> ServerProcess {
+        let path = format!(
+            "/tmp/green-ipc-bench-{}-{}.sock",
+            std::process::id(),
+            sys.name()
+        );
+        let mut child = Command::new(std::env::current_exe().expect("current_exe"))
+            .env(SERVER_ENV, format!("{} {path}", sys.server()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn server");
+        let mut line = String::new();
+        let out = child.stdout.take().unwrap();
+        let _ = io::BufReader::new(out).read_line(&mut line);
+        let server = ServerProcess { child, path };
+        assert_eq!(line.trim(), "ready", "{} server did not start", sys.name());
+        server
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+// ---------------------------------------------------------------- driver
+
+fn calls_per_caller(size: usize) -> usize {
+    (RUN_BYTES / (CALLERS * size)).clamp(MIN_CALLS_PER_CALLER, MAX_CALLS_PER_CALLER)
+}
+
+fn fmt_ns(ns: f64) -> String {
+    if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+fn fmt_size(size: usize) -> String {
+    match size {
+        s if s >= 1 << 20 => format!("{}MiB", s >> 20),
+        s if s >= 1 << 10 => format!("{}KiB", s >> 10),
+        s => format!("{s}B"),
+    }
+}
+
+/// One CSV row; `ns` is the median time per call (group `ipc`) or the
+/// median of the sessions' p50 round trips (group `rtt`); `ns_lo`/`ns_hi`
+/// the fastest and slowest run (`ipc`) or session p50 (`rtt`).
+struct Row {
+    group: &'static str,
+    size: usize,
+    system: System,
+    callers: usize,
+    calls: usize,
+    ns: f64,
+    ns_lo: f64,
+    ns_hi: f64,
+}
+
+fn csv_path() -> std::path::PathBuf {
+    match std::env::var_os("IPC_BENCH_CSV") {
+        Some(p) => p.into(),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ipc-bench.csv"),
+    }
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var(SERVER_ENV) {
+        if let Err(e) = serve(&spec) {
+            die(&e.to_string());
+        }
+        return;
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let measuring = args.iter().any(|a| a == "--bench");
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let systems: Vec<System> = System::ALL
+        .into_iter()
+        .filter(|s| filters.is_empty() || filters.iter().any(|f| s.name().contains(f.as_str())))
+        .collect();
+    let (sizes, callers): (&[usize], usize) = if measuring {
+        (&SIZES, CALLERS)
+    } else {
+        (&[4, 64 << 10], 8)
+    };
+    let mut rows = Vec::new();
+    for &sys in &systems {
+        let server = ServerProcess::start(sys);
+        // Single caller, 4 B: several sessions (a fresh connection each),
+        // since where the runtime places the caller and the reader differs
+        // between sessions.
+        let (n, sessions) = if measuring {
+            (RTT_CALLS, RTT_SESSIONS)
+        } else {
+            (10, 1)
+        };
+        let mut p50s = Vec::new();
+        for _ in 0..sessions {
+            let m = run_client(sys, &server.path, 4, 1, &[n / 4, n], true);
+            let pct = |p: f64| m.lat[((m.lat.len() as f64 * p) as usize).min(m.lat.len() - 1)];
+            println!(
+                "rtt/4B/{:<16} p50 {:>10}   p99 {:>10}",
+                sys.name(),
+                fmt_ns(pct(0.5) as f64),
+                fmt_ns(pct(0.99) as f64)
+            );
+            p50s.push(pct(0.5) as f64);
+        }
+        p50s.sort_by(f64::total_cmp);
+        rows.push(Row {
+            group: "rtt",
+            size: 4,
+            system: sys,
+            callers: 1,
+            calls: n * sessions,
+            ns: p50s[p50s.len() / 2],
+            ns_lo: p50s[0],
+            ns_hi: p50s[p50s.len() - 1],
+        });
+        for &size in sizes {
+            let n = if measuring { calls_per_caller(size) } else { 2 };
+            // Warm-up runs first touch the buffers and the memory a green
+            // region's arenas hand out (a fresh memfd faults in lazily,
+            // and at 1 MiB and up a run reaches new parts of the arenas).
+            let warm = if !measuring {
+                1
+            } else if size >= 1 << 20 {
+                WARMUP_RUNS_LARGE
+            } else {
+                1
+            };
+            let mut runs = vec![n; warm];
+            runs.extend([n; TIMED_RUNS]);
+            if !measuring {
+                runs.truncate(2);
+            }
+            let m = run_client(sys, &server.path, size, callers, &runs, false);
+            let calls = callers * n;
+            let mut per_call: Vec<f64> = m.runs[warm..]
+                .iter()
+                .map(|d| d.as_nanos() as f64 / calls as f64)
+                .collect();
+            per_call.sort_by(f64::total_cmp);
+            let median = per_call[per_call.len() / 2];
+            println!(
+                "ipc/{}/{:<16} {:>10} per call   [{} .. {}]  ({calls} calls/run)",
+                fmt_size(size),
+                sys.name(),
+                fmt_ns(median),
+                fmt_ns(per_call[0]),
+                fmt_ns(per_call[per_call.len() - 1]),
+            );
+            rows.push(Row {
+                group: "ipc",
+                size,
+                system: sys,
+                callers,
+                calls,
+                ns: median,
+                ns_lo: per_call[0],
+                ns_hi: per_call[per_call.len() - 1],
+            });
+        }
+        drop(server);
+    }
+    if !measuring {
+        return;
+    }
+    // The table: time per call, then ratio to green blocking.
+    let ns = |size: usize, sys: System| {
+        rows.iter()
+            .find(|r| r.group == "ipc" && r.size == size && r.system == sys)
+            .map(|r| r.ns)
+    };
+    print!("\n{:<8}", "size");
+    systems.iter().for_each(|s| print!("{:>17}", s.name()));
+    println!();
+    for &size in sizes {
+        print!("{:<8}", fmt_size(size));
+        for &s in &systems {
+            match (ns(size, s), ns(size, System::Green)) {
+                (Some(v), Some(g)) => print!("{:>10} {:>5.2}x", fmt_ns(v), v / g),
+                (Some(v), None) => print!("{:>17}", fmt_ns(v)),
+                _ => print!("{:>17}", "-"),
+            }
+        }
+        println!();
+    }
+    let path = csv_path();
+    let mut out = String::from("group,size,system,callers,calls,ns,ns_lo,ns_hi\n");
+    for r in &rows {
+        out += &format!(
+            "{},{},{},{},{},{:.1},{:.1},{:.1}\n",
+            r.group,
+            r.size,
+            r.system.name(),
+            r.callers,
+            r.calls,
+            r.ns,
+            r.ns_lo,
+            r.ns_hi
+        );
+    }
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(&path, out).expect("write csv");
+    println!("\nwrote {}", path.display());
+}
