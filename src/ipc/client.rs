@@ -639,7 +639,7 @@ impl RequestBuilder<'_> {
     /// [`io::ErrorKind::InvalidInput`] if the range is outside the request.
     pub fn write_at(&mut self, offset: usize, bytes: &[u8]) -> io::Result<()> {
         let end = offset.checked_add(bytes.len());
-        if end.map_or(true, |e| e as u64 > self.len) {
+        if end.is_none_or(|e| e as u64 > self.len) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "write outside the request",
