@@ -12,7 +12,9 @@ use std::fmt;
 use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::time::{Duration, Instant};
 
-use std::sync::{LockResult, PoisonError};
+use std::sync::LockResult;
+
+use super::poison;
 
 use super::mutex::MutexGuard;
 use super::wait_queue::{Park, WaitQueue};
@@ -65,11 +67,7 @@ impl Condvar {
     pub fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> LockResult<MutexGuard<'a, T>> {
         let (guard, _) = self.wait_until(guard, None);
         let poisoned = guard.lock.poison.get();
-        if poisoned {
-            Err(PoisonError::new(guard))
-        } else {
-            Ok(guard)
-        }
+        poison::result(poisoned, guard)
     }
 
     /// Waits while `condition` holds for the data, re-checking after every
@@ -99,11 +97,7 @@ impl Condvar {
         let (guard, timed_out) = self.wait_until(guard, deadline);
         let poisoned = guard.lock.poison.get();
         let result = (guard, WaitTimeoutResult(timed_out));
-        if poisoned {
-            Err(PoisonError::new(result))
-        } else {
-            Ok(result)
-        }
+        poison::result(poisoned, result)
     }
 
     /// Waits while `condition` holds, for at most about `dur` in total.

@@ -31,11 +31,7 @@ impl Flag {
         let guard = Guard {
             panicking: thread::panicking(),
         };
-        if self.get() {
-            Err(PoisonError::new(guard))
-        } else {
-            Ok(guard)
-        }
+        result(self.get(), guard)
     }
 
     /// Marks the lock if its holder started panicking while holding it.
@@ -61,6 +57,16 @@ pub(crate) struct Guard {
 }
 
 /// Maps the value inside a `LockResult`, keeping its poison.
+/// `value` as std reports it: `Err(PoisonError)` around it when
+/// `poisoned`, else `Ok`.
+pub(crate) fn result<T>(poisoned: bool, value: T) -> LockResult<T> {
+    if poisoned {
+        Err(PoisonError::new(value))
+    } else {
+        Ok(value)
+    }
+}
+
 pub(crate) fn map_result<T, U>(result: LockResult<T>, f: impl FnOnce(T) -> U) -> LockResult<U> {
     match result {
         Ok(t) => Ok(f(t)),
