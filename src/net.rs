@@ -44,7 +44,7 @@
 //! Name resolution (`ToSocketAddrs` with a host name) is std's blocking
 //! resolver and blocks the carrier while it runs.
 
-use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::mem;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -58,6 +58,99 @@ pub use std::net::{
     AddrParseError, IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6,
     ToSocketAddrs,
 };
+
+/// The four timeout methods of a socket wrapper with `inner` (the std
+/// socket) and `state` (its shared `SockState`): std's setters and getters,
+/// with the setters also recording the timeout for the ring path.
+macro_rules! socket_timeouts {
+    () => {
+        /// Sets the read timeout (`None`: block forever; zero: InvalidInput).
+        /// Honoured on green threads and by std's path alike.
+        pub fn set_read_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
+            self.inner.set_read_timeout(dur)?;
+            self.state.set_timeout(crate::net::Dir::Read, dur);
+            Ok(())
+        }
+
+        /// Sets the write timeout (`None`: block forever; zero: InvalidInput).
+        pub fn set_write_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
+            self.inner.set_write_timeout(dur)?;
+            self.state.set_timeout(crate::net::Dir::Write, dur);
+            Ok(())
+        }
+
+        /// The read timeout, as the kernel reports it (std's getter).
+        pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+            self.inner.read_timeout()
+        }
+
+        /// The write timeout, as the kernel reports it (std's getter).
+        pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+            self.inner.write_timeout()
+        }
+    };
+}
+pub(crate) use socket_timeouts;
+
+/// `Read` and `Write` for a stream wrapper and for a shared reference to
+/// it: RECV/READV and SEND (with `$send_flags`)/WRITEV on the ring, std's
+/// calls otherwise.
+macro_rules! stream_io {
+    ($ty:ty, $send_flags:expr) => {
+        impl ::std::io::Read for $ty {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                (&*self).read(buf)
+            }
+
+            fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+                (&*self).read_vectored(bufs)
+            }
+        }
+
+        impl ::std::io::Read for &$ty {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                crate::net::recv(self.inner.as_raw_fd(), &self.state, buf, 0)
+                    .unwrap_or_else(|| (&self.inner).read(buf))
+            }
+
+            fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+                crate::net::readv(self.inner.as_raw_fd(), &self.state, bufs)
+                    .unwrap_or_else(|| (&self.inner).read_vectored(bufs))
+            }
+        }
+
+        impl ::std::io::Write for $ty {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                (&*self).write(buf)
+            }
+
+            fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                (&*self).write_vectored(bufs)
+            }
+
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+
+        impl ::std::io::Write for &$ty {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                crate::net::send(self.inner.as_raw_fd(), &self.state, buf, $send_flags)
+                    .unwrap_or_else(|| (&self.inner).write(buf))
+            }
+
+            fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                crate::net::writev(self.inner.as_raw_fd(), &self.state, bufs)
+                    .unwrap_or_else(|| (&self.inner).write_vectored(bufs))
+            }
+
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+    };
+}
+pub(crate) use stream_io;
 
 /// Longest buffer one ring op is given: the kernel caps a single read or
 /// write at `MAX_RW_COUNT` anyway, and the result must fit an `i32`.
@@ -519,30 +612,7 @@ impl TcpStream {
         })
     }
 
-    /// Sets the read timeout (`None`: block forever; zero: InvalidInput).
-    /// Honoured on green threads and by std's path alike.
-    pub fn set_read_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
-        self.inner.set_read_timeout(dur)?;
-        self.state.set_timeout(Dir::Read, dur);
-        Ok(())
-    }
-
-    /// Sets the write timeout (`None`: block forever; zero: InvalidInput).
-    pub fn set_write_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
-        self.inner.set_write_timeout(dur)?;
-        self.state.set_timeout(Dir::Write, dur);
-        Ok(())
-    }
-
-    /// The read timeout, as the kernel reports it (std's getter).
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        self.inner.read_timeout()
-    }
-
-    /// The write timeout, as the kernel reports it (std's getter).
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        self.inner.write_timeout()
-    }
+    crate::net::socket_timeouts!();
 
     /// Receives data without removing it from the queue.
     pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
@@ -585,58 +655,9 @@ impl TcpStream {
     }
 }
 
-impl Read for TcpStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        (&*self).read_vectored(bufs)
-    }
-}
-
-impl Read for &TcpStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        recv(self.inner.as_raw_fd(), &self.state, buf, 0).unwrap_or_else(|| (&self.inner).read(buf))
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        readv(self.inner.as_raw_fd(), &self.state, bufs)
-            .unwrap_or_else(|| (&self.inner).read_vectored(bufs))
-    }
-}
-
-impl Write for TcpStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self).write(buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        (&*self).write_vectored(bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Write for &TcpStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // MSG_NOSIGNAL: std's TcpStream::write reports a closed peer as
-        // EPIPE, never SIGPIPE.
-        send(self.inner.as_raw_fd(), &self.state, buf, libc::MSG_NOSIGNAL)
-            .unwrap_or_else(|| (&self.inner).write(buf))
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        writev(self.inner.as_raw_fd(), &self.state, bufs)
-            .unwrap_or_else(|| (&self.inner).write_vectored(bufs))
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+// MSG_NOSIGNAL: std's TcpStream::write reports a closed peer as EPIPE,
+// never SIGPIPE.
+crate::net::stream_io!(TcpStream, libc::MSG_NOSIGNAL);
 
 crate::wrap::std_wrapper!(TcpStream, std::net::TcpStream, |inner| TcpStream {
     state: SockState::of(inner.as_fd()),
@@ -874,29 +895,7 @@ impl UdpSocket {
         })
     }
 
-    /// Sets the read timeout (`None`: block forever; zero: InvalidInput).
-    pub fn set_read_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
-        self.inner.set_read_timeout(dur)?;
-        self.state.set_timeout(Dir::Read, dur);
-        Ok(())
-    }
-
-    /// Sets the write timeout (`None`: block forever; zero: InvalidInput).
-    pub fn set_write_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
-        self.inner.set_write_timeout(dur)?;
-        self.state.set_timeout(Dir::Write, dur);
-        Ok(())
-    }
-
-    /// The read timeout, as the kernel reports it.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        self.inner.read_timeout()
-    }
-
-    /// The write timeout, as the kernel reports it.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        self.inner.write_timeout()
-    }
+    crate::net::socket_timeouts!();
 
     /// Sets `SO_BROADCAST`.
     pub fn set_broadcast(&self, on: bool) -> io::Result<()> {

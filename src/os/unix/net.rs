@@ -22,7 +22,7 @@
 //! ```
 
 use std::ffi::OsStr;
-use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::mem;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::linux::net::SocketAddrExt;
@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::driver::on_ring;
-use crate::net::{accept, connect, readv, recv, send, shutdown, socket, writev, Dir, SockState};
+use crate::net::{accept, connect, shutdown, socket, SockState};
 
 pub use std::net::Shutdown;
 pub use std::os::unix::net::SocketAddr;
@@ -165,29 +165,7 @@ impl UnixStream {
         self.inner.peer_addr()
     }
 
-    /// Sets the read timeout (`None`: block forever; zero: InvalidInput).
-    pub fn set_read_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
-        self.inner.set_read_timeout(dur)?;
-        self.state.set_timeout(Dir::Read, dur);
-        Ok(())
-    }
-
-    /// Sets the write timeout (`None`: block forever; zero: InvalidInput).
-    pub fn set_write_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
-        self.inner.set_write_timeout(dur)?;
-        self.state.set_timeout(Dir::Write, dur);
-        Ok(())
-    }
-
-    /// The read timeout, as the kernel reports it.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        self.inner.read_timeout()
-    }
-
-    /// The write timeout, as the kernel reports it.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        self.inner.write_timeout()
-    }
+    crate::net::socket_timeouts!();
 
     /// Moves the socket into or out of nonblocking mode.
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
@@ -207,58 +185,9 @@ impl UnixStream {
     }
 }
 
-impl Read for UnixStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        (&*self).read_vectored(bufs)
-    }
-}
-
-impl Read for &UnixStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        recv(self.inner.as_raw_fd(), &self.state, buf, 0).unwrap_or_else(|| (&self.inner).read(buf))
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        readv(self.inner.as_raw_fd(), &self.state, bufs)
-            .unwrap_or_else(|| (&self.inner).read_vectored(bufs))
-    }
-}
-
-impl Write for UnixStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self).write(buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        (&*self).write_vectored(bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Write for &UnixStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // Flags 0: std's UnixStream writes with write(2), which is send(2)
-        // without flags.
-        send(self.inner.as_raw_fd(), &self.state, buf, 0)
-            .unwrap_or_else(|| (&self.inner).write(buf))
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        writev(self.inner.as_raw_fd(), &self.state, bufs)
-            .unwrap_or_else(|| (&self.inner).write_vectored(bufs))
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+// Send flags 0: std's UnixStream writes with write(2), which is send(2)
+// without flags.
+crate::net::stream_io!(UnixStream, 0);
 
 crate::wrap::std_wrapper!(UnixStream, std::os::unix::net::UnixStream, |inner| {
     UnixStream {
