@@ -110,7 +110,7 @@
 //! id that is a pending call (client) or not already in flight (server);
 //! `offset + len` inside the sender's arena in `u64` arithmetic; for
 //! `RELEASE`, an outstanding allocation. Corrupt ring indices
-//! ([`RingError`](crate::ring::RingError)) count the same. A violation
+//! ([`RingError`]) count the same. A violation
 //! closes that connection only, with an error naming it (the server
 //! reports it to [`ServerConfig::on_error`]); nothing panics.
 //!
