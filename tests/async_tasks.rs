@@ -88,7 +88,7 @@ fn many_async_tasks_and_green_threads_interleave_on_one_carrier() {
 }
 
 #[test]
-fn dropped_sleep_future_does_not_wake_anything() {
+fn dropping_a_pending_sleep_future_then_sleeping_again_works() {
     green::block_on(async {
         let long = green::time::sleep_async(Duration::from_secs(3600));
         drop(long);
