@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use green::ipc::{Client, ClientConfig, Server, ServerConfig, CALL, RELEASE};
+use green::ipc::{Client, ClientConfig, Server, ServerConfig, CALL, INLINE, INLINE_MAX, RELEASE};
 use green::shm::{CredentialPolicy, Desc};
 
 fn sock_path(name: &str) -> PathBuf {
@@ -115,7 +115,31 @@ fn hostile_clients_are_closed_good_client_keeps_working() {
                 offset: !0,
                 len: !0,
             },
+            // Inline bodies longer than a descriptor holds, or empty.
+            Desc {
+                id: 5,
+                opcode: CALL,
+                flags: INLINE | (INLINE_MAX as u32 + 1),
+                offset: 0,
+                len: 0,
+            },
+            Desc {
+                id: 6,
+                opcode: CALL,
+                flags: INLINE,
+                offset: 0,
+                len: 0,
+            },
+            // A flag nobody defined.
+            Desc {
+                id: 8,
+                opcode: CALL,
+                flags: 1,
+                offset: 0,
+                len: 8,
+            },
         ];
+        let n_bad = bad_descs.len();
         for (i, d) in bad_descs.into_iter().enumerate() {
             let (mut ep, sock) = Client::connect_raw(&path, &ClientConfig::default()).unwrap();
             ep.tx.push(d).unwrap();
@@ -165,7 +189,7 @@ fn hostile_clients_are_closed_good_client_keeps_working() {
             tail.store(0x7fff_0000, Ordering::SeqCst);
         }
         assert_closed_by_server(&sock);
-        wait_errors(&errors, 6);
+        wait_errors(&errors, n_bad + 1);
         assert_eq!(good.call(b"end").unwrap().to_vec(), b"end");
     });
 }

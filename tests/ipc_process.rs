@@ -30,6 +30,13 @@ fn child_server() {
                 green::thread::sleep(Duration::from_secs(5));
             } else if body.starts_with(b"SLEEP") {
                 green::thread::sleep(Duration::from_millis(300));
+            } else if body.starts_with(b"SPLIT") {
+                // A byte at a time: the body grows past what a descriptor
+                // carries inline while the handler writes.
+                for b in &body {
+                    resp.write_all(std::slice::from_ref(b))?;
+                }
+                return Ok(());
             }
             resp.write_all(&body)
         })
@@ -97,7 +104,9 @@ fn round_trips_at_every_size() {
     watchdog(move || {
         green::spawn(move || {
             let client = Client::connect(&path).unwrap();
-            for (i, size) in [0usize, 4, 64, 4096, 65536, 1 << 20]
+            // 0 to 16 bytes travel inside the descriptor, 17 and up in
+            // the arenas.
+            for (i, size) in [0usize, 1, 4, 15, 16, 17, 64, 4096, 65536, 1 << 20]
                 .into_iter()
                 .enumerate()
             {
@@ -115,6 +124,10 @@ fn round_trips_at_every_size() {
                 let mut b = client.request_builder(size).unwrap();
                 b.write_at(0, &req).unwrap();
                 assert_eq!(b.call().unwrap().to_vec(), req);
+                // Written by the handler a byte at a time.
+                let mut req = pattern(size.max(5), 7);
+                req[..5].copy_from_slice(b"SPLIT");
+                assert_eq!(client.call(&req).unwrap().to_vec(), req, "split {size}");
             }
         })
         .join()
@@ -222,6 +235,20 @@ fn arena_full_fail_policy_and_wait_policy() {
         assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{err}");
         // Freed after the response: works again.
         assert_eq!(fail.call(&big(b"y")).unwrap().len(), 40_000);
+        // With the whole arena held, bodies of up to INLINE_MAX bytes still
+        // go (inside their descriptors); one byte more needs arena space.
+        let c = fail.clone();
+        let mut all = vec![1u8; 65536];
+        all[..5].copy_from_slice(b"SLEEP");
+        let first = green::spawn(move || c.call(&all).map(|r| r.len()));
+        green::thread::sleep(Duration::from_millis(100));
+        let short = [9u8; green::ipc::INLINE_MAX];
+        for _ in 0..100 {
+            assert_eq!(fail.call(&short).unwrap().to_vec(), short);
+        }
+        let err = fail.call(&[9u8; green::ipc::INLINE_MAX + 1]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{err}");
+        assert_eq!(first.join().unwrap().unwrap(), 65536);
 
         // Wait: the second call proceeds once the first's space frees.
         let wait = Arc::new(

@@ -1,12 +1,14 @@
 //! [`Client`]: one connection, shared by any number of callers.
 
+use std::cell::UnsafeCell;
 use std::future::Future;
 use std::io;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -14,15 +16,15 @@ use parking_lot::Mutex;
 use slab::Slab;
 
 use super::{
-    check_body, connect_socket, watch, ArenaFullPolicy, Backoff, Body, ClientConfig, Idle, CALL,
-    ERROR, PROTOCOL, RELEASE, REPLY,
+    connect_socket, watch, ArenaFullPolicy, Backoff, Body, ClientConfig, Idle, Out, CALL, ERROR,
+    INLINE, INLINE_MAX, PROTOCOL, RELEASE, REPLY,
 };
-use crate::ring::{Producer, PushError};
+use crate::ring::{Consumer, Producer, PushError};
 use crate::shm::{recv_fd, Alloc, Arena, ArenaMem, Desc, Endpoint, Region};
 use crate::thread::Thread;
 
 /// How long a caller polls for its response before it parks.
-const CALLER_SPIN: std::time::Duration = std::time::Duration::from_micros(10);
+const CALLER_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// A connection to a [`Server`](super::Server). Share it (`&Client` or
 /// `Arc<Client>`) between green threads on any carriers: each
@@ -33,14 +35,81 @@ pub struct Client {
 }
 
 enum Waiter {
-    Thread(Thread),
+    /// A blocking caller: the result goes to its slot.
+    Slot(SlotRef),
+    /// A future: the result stays in [`Pending::result`] until polled.
     Waker(Option<Waker>),
+}
+
+/// Where a blocking call's result is delivered: on the caller's stack.
+/// The caller polls `done` without taking the connection's lock, and
+/// leaves (freeing the slot) only once `done` is set.
+struct CallSlot {
+    done: AtomicBool,
+    result: UnsafeCell<Option<io::Result<Desc>>>,
+    thread: Thread,
+}
+
+impl CallSlot {
+    fn new() -> CallSlot {
+        CallSlot {
+            done: AtomicBool::new(false),
+            result: UnsafeCell::new(None),
+            thread: crate::thread::current(),
+        }
+    }
+}
+
+/// A pointer to a caller's [`CallSlot`], held in exactly one place: the
+/// call's [`Pending`] entry, until [`deliver`](SlotRef::deliver) consumes
+/// it (after removing the entry, under the state lock, so a slot is
+/// delivered to at most once).
+struct SlotRef(NonNull<CallSlot>);
+
+// SAFETY: a `SlotRef` only travels from the caller to the thread that
+// delivers the result; `CallSlot`'s fields are `Sync` (an atomic, a
+// `Thread`) except `result`, which is written by the one deliverer before
+// `done` is set (Release) and read by the caller after it sees `done`
+// (Acquire).
+unsafe impl Send for SlotRef {}
+
+impl SlotRef {
+    /// Writes the result, sets `done`, wakes the caller.
+    fn deliver(self, r: io::Result<Desc>) {
+        // SAFETY: the caller keeps the slot alive until `done` is set
+        // (`Inner::wait` returns only then), and this is the only
+        // `SlotRef` to it (see the type's docs).
+        let slot = unsafe { self.0.as_ref() };
+        // SAFETY: the caller reads `result` only after seeing `done`,
+        // which is set below; nobody else touches it.
+        unsafe { *slot.result.get() = Some(r) };
+        let thread = slot.thread.clone();
+        slot.done.store(true, Ordering::Release);
+        // The slot may be gone from here on.
+        thread.unpark();
+    }
+}
+
+/// A wake-up to do once the state lock is released.
+enum Wake {
+    Slot(SlotRef, io::Result<Desc>),
+    Waker(Option<Waker>),
+}
+
+impl Wake {
+    fn run(self) {
+        match self {
+            Wake::Slot(s, r) => s.deliver(r),
+            Wake::Waker(Some(w)) => w.wake(),
+            Wake::Waker(None) => {}
+        }
+    }
 }
 
 struct Pending {
     id: u64,
     waiter: Waiter,
-    /// The response descriptor, or why the call failed.
+    /// For a future: the response descriptor, or why the call failed.
     result: Option<io::Result<Desc>>,
     /// The request body, freed when the response arrives.
     req: Option<u64>,
@@ -61,6 +130,14 @@ struct State {
 
 struct Inner {
     state: Mutex<State>,
+    /// The response ring. Popped by callers while they wait for their
+    /// response (see [`Inner::call`]) and by the reader green thread
+    /// while no caller does.
+    rx: Mutex<Consumer<Desc>>,
+    /// Callers now polling `rx`; the reader stands aside while any do.
+    pollers: AtomicUsize,
+    /// The reader green thread, to unpark.
+    reader: OnceLock<Thread>,
     /// Our arena's bytes, for copying request bodies in without the lock.
     mem: ArenaMem,
     /// The server's arena, where response bodies are.
@@ -108,18 +185,54 @@ impl Inner {
             if st.closed.is_none() {
                 st.closed = Some((kind, msg.clone()));
             }
-            for (_, p) in st.pending.iter_mut() {
-                if p.result.is_none() {
-                    p.result = Some(Err(io::Error::new(kind, msg.clone())));
-                    wake.push(take_waiter(&mut p.waiter));
+            let keys: Vec<usize> = st
+                .pending
+                .iter()
+                .filter(|(_, p)| p.result.is_none())
+                .map(|(k, _)| k)
+                .collect();
+            for k in keys {
+                let err = io::Error::new(kind, msg.clone());
+                if let Some(w) = settle(&mut st.pending, k, Err(err)) {
+                    wake.push(w);
                 }
             }
         }
         for w in wake {
-            w.wake();
+            w.run();
         }
         (self.wake_reader)();
+        self.unpark_reader();
         let _ = self.sock.shutdown(std::net::Shutdown::Both);
+    }
+
+    fn unpark_reader(&self) {
+        if let Some(t) = self.reader.get() {
+            t.unpark();
+        }
+    }
+
+    /// Pops what the response ring holds and completes it, unless another
+    /// thread is popping it now. Returns whether anything was popped.
+    fn poll_ring(&self) -> bool {
+        let mut buf = [Desc::default(); 32];
+        let popped = match self.rx.try_lock() {
+            Some(mut rx) => rx.pop_into(&mut buf),
+            None => return false,
+        };
+        match popped {
+            Ok(0) => false,
+            Ok(n) => {
+                if let Err(msg) = self.complete(&buf[..n]) {
+                    self.close(io::ErrorKind::InvalidData, format!("bad response: {msg}"));
+                }
+                true
+            }
+            Err(e) => {
+                self.close(io::ErrorKind::InvalidData, format!("response ring: {e}"));
+                false
+            }
+        }
     }
 
     /// Allocates `len` bytes in our arena under the configured policy.
@@ -156,16 +269,11 @@ impl Inner {
 
     /// Pushes the call; returns its slab key, or `None` if the ring is
     /// full (nothing changed then).
-    fn try_push(
-        &self,
-        body: Option<Alloc>,
-        len: u64,
-        waiter: &mut Option<Waiter>,
-    ) -> io::Result<Option<usize>> {
+    fn try_push(&self, body: Out, waiter: &mut Option<Waiter>) -> io::Result<Option<usize>> {
         let mut st = self.state.lock();
         if st.closed.is_some() {
-            if let Some(a) = body {
-                let _ = st.arena.free(a.offset);
+            if let Some(off) = body.arena_offset() {
+                let _ = st.arena.free(off);
             }
             return Err(st.closed_error());
         }
@@ -174,13 +282,8 @@ impl Inner {
         let entry = st.pending.vacant_entry();
         let key = entry.key();
         let id = u64::from(seq) << 32 | key as u64;
-        let desc = Desc {
-            id,
-            opcode: CALL,
-            flags: 0,
-            offset: body.map_or(0, |a| a.offset),
-            len,
-        };
+        let desc = body.desc(id, CALL);
+        let blocking = matches!(waiter, Some(Waiter::Slot(_)));
         match st.tx.push(desc) {
             Ok(()) => {}
             Err(PushError::Full(_)) => return Ok(None),
@@ -194,59 +297,68 @@ impl Inner {
             id,
             waiter: waiter.take().expect("one push per call"),
             result: None,
-            req: body.map(|a| a.offset),
+            req: body.arena_offset(),
             abandoned: false,
         });
         st.seq = seq.wrapping_add(1);
         let _ = st.tx.notify();
+        drop(st);
+        if !blocking && self.pollers.load(Ordering::SeqCst) == 0 {
+            // A future's response: nobody polls the ring, so make sure
+            // the reader is not standing aside.
+            self.unpark_reader();
+        }
         Ok(Some(key))
     }
 
-    /// Pushes the call, waiting while the ring is full.
-    fn push_blocking(&self, body: Option<Alloc>, len: u64) -> io::Result<usize> {
-        let mut waiter = Some(Waiter::Thread(crate::thread::current()));
+    /// Makes the call: pushes it (waiting while the ring is full), then
+    /// waits for its result in a slot on this stack.
+    fn call(self: &Arc<Self>, body: Out) -> io::Result<Response> {
+        let slot = CallSlot::new();
+        let mut waiter = Some(Waiter::Slot(SlotRef(NonNull::from(&slot))));
         let mut backoff = Backoff::new();
-        loop {
-            if let Some(key) = self.try_push(body, len, &mut waiter)? {
-                return Ok(key);
-            }
+        while self.try_push(body, &mut waiter)?.is_none() {
             backoff.snooze();
         }
-    }
-
-    /// Waits (parks) for call `key`'s result.
-    fn wait(self: &Arc<Self>, key: usize) -> io::Result<Response> {
-        // A short poll first: a fast response then costs no park/unpark
-        // (which is a cross-carrier wake-up when the reader runs on
-        // another carrier).
+        // First the caller polls the response ring itself for a short
+        // while: a fast response then goes from the ring to this thread
+        // with no hand-off (no park/unpark, which is a cross-carrier
+        // wake-up when the reader runs on another carrier, and no reader
+        // spinning on another CPU meanwhile).
+        self.pollers.fetch_add(1, Ordering::SeqCst);
         let start = Instant::now();
         let mut polls = 0u32;
-        loop {
-            {
-                let mut st = self.state.lock();
-                if let Some(r) = st.pending[key].result.take() {
-                    st.pending.remove(key);
-                    drop(st);
-                    return self.finish(r);
-                }
-            }
-            polls += 1;
-            if polls % 8 == 0 && start.elapsed() >= CALLER_SPIN {
+        while !slot.done.load(Ordering::Acquire) {
+            self.poll_ring();
+            if slot.done.load(Ordering::Acquire) {
                 break;
+            }
+            polls = polls.wrapping_add(1);
+            if polls % 16 == 0 {
+                if polls % 16 == 0 && start.elapsed() >= CALLER_SPIN {
+                    break;
+                }
+                super::yield_cpu();
             }
             crate::thread::yield_now();
         }
-        loop {
-            {
-                let mut st = self.state.lock();
-                if let Some(r) = st.pending[key].result.take() {
-                    st.pending.remove(key);
-                    drop(st);
-                    return self.finish(r);
-                }
-            }
+        // The last poller to leave hands the ring back to the reader if
+        // any call still waits (SeqCst: a call pushed by a future after
+        // its `pollers` check either sees us or is seen here).
+        if self.pollers.fetch_sub(1, Ordering::SeqCst) == 1
+            && (!slot.done.load(Ordering::Acquire) || !self.state.lock().pending.is_empty())
+        {
+            self.unpark_reader();
+        }
+        while !slot.done.load(Ordering::Acquire) {
             crate::thread::park();
         }
+        // SAFETY: `done` is set (Acquire) after the one deliverer wrote
+        // `result` and never touches the slot again.
+        let r = unsafe { (*slot.result.get()).take() };
+        self.finish(
+            r.unwrap_or_else(|| Err(io::Error::other("ipc call finished without a result"))),
+        )
     }
 
     fn finish(self: &Arc<Self>, r: io::Result<Desc>) -> io::Result<Response> {
@@ -262,12 +374,18 @@ impl Inner {
         }
         Ok(Response {
             inner: self.clone(),
-            body: Body {
-                mem: self.peer_mem.clone(),
-                offset: d.offset,
-                len: d.len,
-            },
+            body: Body::decode(&self.peer_mem, &d),
         })
+    }
+
+    /// Allocates a body in our arena (waiting for space per the policy)
+    /// and copies `bytes` in.
+    fn write_body(&self, bytes: &[u8]) -> io::Result<Out> {
+        let a = self
+            .alloc(bytes.len() as u64, Instant::now(), false)?
+            .expect("a blocking alloc returns an allocation or an error");
+        self.mem.copy_to(a.offset, bytes)?;
+        Ok(Out::Arena(a))
     }
 
     /// Handles a batch of response descriptors (the reader).
@@ -287,25 +405,25 @@ impl Inner {
             }
         }
         for w in wake {
-            w.wake();
+            w.run();
         }
         res
     }
 
-    fn complete_one(&self, st: &mut State, d: &Desc, wake: &mut Vec<Waiter>) -> Result<(), String> {
-        if d.opcode != REPLY && d.opcode != ERROR {
-            return Err(format!(
-                "unknown response opcode {} (id {:#x})",
-                d.opcode, d.id
-            ));
+    fn complete_one(&self, st: &mut State, d: &Desc, wake: &mut Vec<Wake>) -> Result<(), String> {
+        match d.opcode {
+            REPLY => {
+                Body::from_desc(&self.peer_mem, d)?;
+            }
+            ERROR if d.len != 0 => {
+                return Err(format!("ERROR response with a body (id {:#x})", d.id));
+            }
+            ERROR => {}
+            op => return Err(format!("unknown response opcode {op} (id {:#x})", d.id)),
         }
-        if d.opcode == ERROR && d.len != 0 {
-            return Err(format!("ERROR response with a body (id {:#x})", d.id));
-        }
-        check_body(&self.peer_mem, d)?;
         let key = d.id as u32 as usize;
-        let p = match st.pending.get_mut(key) {
-            Some(p) if p.id == d.id && p.result.is_none() => p,
+        let req = match st.pending.get_mut(key) {
+            Some(p) if p.id == d.id && p.result.is_none() => p.req.take(),
             _ => {
                 return Err(format!(
                     "response for unknown or answered call id {:#x}",
@@ -313,28 +431,25 @@ impl Inner {
                 ))
             }
         };
-        let req = p.req.take();
-        let abandoned = p.abandoned;
-        if abandoned {
-            st.pending.remove(key);
-        } else {
-            p.result = Some(Ok(*d));
-            wake.push(take_waiter(&mut p.waiter));
-        }
         if let Some(off) = req {
             // Ours: cannot fail unless our own bookkeeping is wrong.
             let _ = st.arena.free(off);
         }
-        if abandoned && d.opcode == REPLY && d.len > 0 {
-            st.releases.push(release(d));
+        if st.pending[key].abandoned {
+            st.pending.remove(key);
+            if let Some(r) = needs_release(d) {
+                st.releases.push(r);
+            }
+        } else if let Some(w) = settle(&mut st.pending, key, Ok(*d)) {
+            wake.push(w);
         }
         Ok(())
     }
 
     fn release(&self, body: &Body) {
-        if body.len == 0 {
+        let Some((offset, len)) = body.shared_range() else {
             return;
-        }
+        };
         let mut st = self.state.lock();
         if st.closed.is_some() {
             return;
@@ -343,8 +458,8 @@ impl Inner {
             id: 0,
             opcode: RELEASE,
             flags: 0,
-            offset: body.offset,
-            len: body.len,
+            offset,
+            len,
         });
         if st.flush_releases() {
             let _ = st.tx.notify();
@@ -352,29 +467,31 @@ impl Inner {
     }
 }
 
-fn release(d: &Desc) -> Desc {
-    Desc {
+/// The `RELEASE` that hands back the body of response `d`, if it has one
+/// in the server arena.
+fn needs_release(d: &Desc) -> Option<Desc> {
+    (d.opcode == REPLY && d.flags & INLINE == 0 && d.len > 0).then_some(Desc {
         id: d.id,
         opcode: RELEASE,
         flags: 0,
         offset: d.offset,
         len: d.len,
-    }
+    })
 }
 
-fn take_waiter(w: &mut Waiter) -> Waiter {
-    match w {
-        Waiter::Thread(t) => Waiter::Thread(t.clone()),
-        Waiter::Waker(w) => Waiter::Waker(w.take()),
-    }
-}
-
-impl Waiter {
-    fn wake(self) {
-        match self {
-            Waiter::Thread(t) => t.unpark(),
-            Waiter::Waker(Some(w)) => w.wake(),
-            Waiter::Waker(None) => {}
+/// Settles pending call `key` with `r`: a blocking caller's entry is
+/// removed and its slot gets the result; a future's entry keeps the
+/// result for its next poll. Returns the wake-up to run after unlocking.
+fn settle(pending: &mut Slab<Pending>, key: usize, r: io::Result<Desc>) -> Option<Wake> {
+    match &mut pending[key].waiter {
+        Waiter::Slot(_) => match pending.remove(key).waiter {
+            Waiter::Slot(s) => Some(Wake::Slot(s, r)),
+            Waiter::Waker(_) => None,
+        },
+        Waiter::Waker(w) => {
+            let w = w.take();
+            pending[key].result = Some(r);
+            Some(Wake::Waker(w))
         }
     }
 }
@@ -460,7 +577,7 @@ impl Client {
     ) -> io::Result<Client> {
         let Endpoint {
             tx,
-            mut rx,
+            rx,
             arena,
             peer_arena,
             ..
@@ -477,6 +594,9 @@ impl Client {
                 releases: Vec::new(),
                 closed: None,
             }),
+            rx: Mutex::new(rx),
+            pollers: AtomicUsize::new(0),
+            reader: OnceLock::new(),
             peer_mem: peer_arena,
             dead: AtomicBool::new(false),
             sock,
@@ -486,30 +606,28 @@ impl Client {
             config,
         });
         let r = inner.clone();
-        crate::thread::Builder::new()
+        let reader = crate::thread::Builder::new()
             .name("ipc-client-reader".into())
             .spawn(move || {
-                let mut buf = [Desc::default(); 64];
                 let mut idle = Idle::new();
-                while !r.dead.load(Ordering::SeqCst) {
-                    match rx.pop_into(&mut buf) {
-                        Err(e) => {
-                            r.close(io::ErrorKind::InvalidData, format!("response ring: {e}"));
-                        }
-                        Ok(0) => {
-                            if let Err(e) = idle.wait(&mut rx, &r.dead) {
-                                r.close(io::ErrorKind::InvalidData, format!("response ring: {e}"));
-                            }
-                        }
-                        Ok(n) => {
-                            idle.reset();
-                            if let Err(msg) = r.complete(&buf[..n]) {
-                                r.close(io::ErrorKind::InvalidData, format!("bad response: {msg}"));
-                            }
-                        }
+                let dead = || r.dead.load(Ordering::SeqCst);
+                let stop = || dead() || r.pollers.load(Ordering::SeqCst) > 0;
+                while !dead() {
+                    if r.pollers.load(Ordering::SeqCst) > 0 {
+                        // Callers pop the ring themselves; the last to stop
+                        // unparks us if calls still wait. The timeout is a
+                        // backstop only.
+                        crate::thread::park_timeout(super::IDLE_TIMEOUT);
+                        continue;
+                    }
+                    if r.poll_ring() {
+                        idle.reset();
+                    } else if let Err(e) = idle.wait(&r.rx, &stop) {
+                        r.close(io::ErrorKind::InvalidData, format!("response ring: {e}"));
                     }
                 }
             })?;
+        let _ = inner.reader.set(reader.thread().clone());
         let w = inner.clone();
         crate::thread::Builder::new()
             .name("ipc-client-watcher".into())
@@ -533,19 +651,11 @@ impl Client {
     /// closed; [`io::ErrorKind::OutOfMemory`] when the arena has no room
     /// (see [`ArenaFullPolicy`]); the handler's error kind if it failed.
     pub fn call(&self, request: &[u8]) -> io::Result<Response> {
-        let len = request.len() as u64;
-        let body = if len > 0 {
-            let a = self
-                .inner
-                .alloc(len, Instant::now(), false)?
-                .expect("blocking alloc");
-            self.inner.mem.copy_to(a.offset, request)?;
-            Some(a)
-        } else {
-            None
+        let body = match Out::inline(request) {
+            Some(out) => out,
+            None => self.inner.write_body(request)?,
         };
-        let key = self.inner.push_blocking(body, len)?;
-        self.inner.wait(key)
+        self.inner.call(body)
     }
 
     /// Reserves `len` bytes for a request in the arena, to be written in
@@ -556,15 +666,19 @@ impl Client {
     ///
     /// As [`call`](Self::call)'s allocation.
     pub fn request_builder(&self, len: usize) -> io::Result<RequestBuilder<'_>> {
-        let alloc = if len > 0 {
-            self.inner.alloc(len as u64, Instant::now(), false)?
+        let body = if len <= INLINE_MAX {
+            Out::Inline([0; INLINE_MAX], len as u8)
         } else {
-            None
+            let a = self
+                .inner
+                .alloc(len as u64, Instant::now(), false)?
+                .expect("a blocking alloc returns an allocation or an error");
+            Out::Arena(a)
         };
         Ok(RequestBuilder {
             client: self,
-            alloc,
-            len: len as u64,
+            body: Some(body),
+            len,
         })
     }
 
@@ -572,18 +686,19 @@ impl Client {
     /// copied into the arena now (or, if the arena or ring is full, at a
     /// later poll); the response is awaited without blocking a thread.
     pub fn call_async(&self, request: &[u8]) -> CallFuture {
-        let len = request.len() as u64;
-        let state = if len == 0 {
-            FutState::Push(None, 0)
-        } else {
-            match self.inner.alloc(len, Instant::now(), true) {
+        let state = match Out::inline(request) {
+            Some(out) => FutState::Push(out),
+            None => match self.inner.alloc(request.len() as u64, Instant::now(), true) {
                 Ok(Some(a)) => match self.inner.mem.copy_to(a.offset, request) {
-                    Ok(()) => FutState::Push(Some(a), len),
-                    Err(e) => FutState::Failed(e.into()),
+                    Ok(()) => FutState::Push(Out::Arena(a)),
+                    Err(e) => {
+                        let _ = self.inner.state.lock().arena.free(a.offset);
+                        FutState::Failed(e.into())
+                    }
                 },
                 Ok(None) => FutState::Start(request.to_vec(), Instant::now()),
                 Err(e) => FutState::Failed(e),
-            }
+            },
         };
         CallFuture {
             inner: self.inner.clone(),
@@ -613,18 +728,20 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// A request being built in place in the client arena; see
+/// A request being built in place (in the client arena, or inside its
+/// descriptor when it is at most [`INLINE_MAX`] bytes); see
 /// [`Client::request_builder`].
 pub struct RequestBuilder<'a> {
     client: &'a Client,
-    alloc: Option<Alloc>,
-    len: u64,
+    /// `None` once sent.
+    body: Option<Out>,
+    len: usize,
 }
 
 impl RequestBuilder<'_> {
     /// The request's length.
     pub fn len(&self) -> usize {
-        self.len as usize
+        self.len
     }
 
     /// Whether the request is empty.
@@ -639,14 +756,18 @@ impl RequestBuilder<'_> {
     /// [`io::ErrorKind::InvalidInput`] if the range is outside the request.
     pub fn write_at(&mut self, offset: usize, bytes: &[u8]) -> io::Result<()> {
         let end = offset.checked_add(bytes.len());
-        if end.is_none_or(|e| e as u64 > self.len) {
+        if end.is_none_or(|e| e > self.len) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "write outside the request",
             ));
         }
-        match self.alloc {
-            Some(a) => Ok(self
+        match &mut self.body {
+            Some(Out::Inline(b, _)) => {
+                b[offset..offset + bytes.len()].copy_from_slice(bytes);
+                Ok(())
+            }
+            Some(Out::Arena(a)) => Ok(self
                 .client
                 .inner
                 .mem
@@ -662,10 +783,11 @@ impl RequestBuilder<'_> {
     /// The server must not write the client arena (a trusted, well-behaved
     /// peer does not: it only reads request bodies it was sent).
     pub unsafe fn as_mut_bytes_unchecked(&mut self) -> &mut [u8] {
-        match self.alloc {
+        match &mut self.body {
+            Some(Out::Inline(b, n)) => &mut b[..usize::from(*n)],
             // SAFETY: our allocation, not yet published; the caller vouches
             // for the peer.
-            Some(a) => unsafe { self.client.inner.mem.slice_mut(a.offset, a.len) }
+            Some(Out::Arena(a)) => unsafe { self.client.inner.mem.slice_mut(a.offset, a.len) }
                 .expect("our own allocation is in bounds"),
             None => &mut [],
         }
@@ -678,16 +800,17 @@ impl RequestBuilder<'_> {
     ///
     /// As [`Client::call`].
     pub fn call(mut self) -> io::Result<Response> {
-        let alloc = self.alloc.take();
-        let key = self.client.inner.push_blocking(alloc, self.len)?;
-        self.client.inner.wait(key)
+        match self.body.take() {
+            Some(body) => self.client.inner.call(body),
+            None => Err(io::Error::other("request already sent")),
+        }
     }
 }
 
 impl Drop for RequestBuilder<'_> {
     fn drop(&mut self) {
-        if let Some(a) = self.alloc.take() {
-            let _ = self.client.inner.state.lock().arena.free(a.offset);
+        if let Some(off) = self.body.take().and_then(Out::arena_offset) {
+            let _ = self.client.inner.state.lock().arena.free(off);
         }
     }
 }
@@ -711,7 +834,7 @@ impl Response {
 
     /// Whether the body is empty.
     pub fn is_empty(&self) -> bool {
-        self.body.len == 0
+        self.body.len() == 0
     }
 
     /// A copy of the body.
@@ -755,8 +878,8 @@ impl std::fmt::Debug for Response {
 enum FutState {
     /// The arena was full: the bytes, and when the call began.
     Start(Vec<u8>, Instant),
-    /// Allocated and written, not yet pushed.
-    Push(Option<Alloc>, u64),
+    /// Written (inline or in the arena), not yet pushed.
+    Push(Out),
     /// On the ring, waiting for the response.
     Waiting(usize),
     Failed(io::Error),
@@ -786,7 +909,7 @@ impl Future for CallFuture {
                         if let Err(e) = inner.mem.copy_to(a.offset, &bytes) {
                             return Poll::Ready(Err(e.into()));
                         }
-                        this.state = FutState::Push(Some(a), bytes.len() as u64);
+                        this.state = FutState::Push(Out::Arena(a));
                     }
                     Ok(None) => {
                         this.state = FutState::Start(bytes, t0);
@@ -795,12 +918,12 @@ impl Future for CallFuture {
                     }
                     Err(e) => return Poll::Ready(Err(e)),
                 },
-                FutState::Push(alloc, len) => {
+                FutState::Push(body) => {
                     let mut w = Some(Waiter::Waker(Some(cx.waker().clone())));
-                    match inner.try_push(alloc, len, &mut w) {
+                    match inner.try_push(body, &mut w) {
                         Ok(Some(key)) => this.state = FutState::Waiting(key),
                         Ok(None) => {
-                            this.state = FutState::Push(alloc, len);
+                            this.state = FutState::Push(body);
                             cx.waker().wake_by_ref();
                             return Poll::Pending;
                         }
@@ -828,7 +951,7 @@ impl Future for CallFuture {
 impl Drop for CallFuture {
     fn drop(&mut self) {
         match std::mem::replace(&mut self.state, FutState::Done) {
-            FutState::Push(Some(a), _) => {
+            FutState::Push(Out::Arena(a)) => {
                 let _ = self.inner.state.lock().arena.free(a.offset);
             }
             FutState::Waiting(key) => {
@@ -836,9 +959,9 @@ impl Drop for CallFuture {
                 match st.pending[key].result.take() {
                     Some(r) => {
                         st.pending.remove(key);
-                        if let Ok(d) = r {
-                            if d.opcode == REPLY && d.len > 0 && st.closed.is_none() {
-                                st.releases.push(release(&d));
+                        if let Some(rel) = r.ok().as_ref().and_then(needs_release) {
+                            if st.closed.is_none() {
+                                st.releases.push(rel);
                                 if st.flush_releases() {
                                     let _ = st.tx.notify();
                                 }

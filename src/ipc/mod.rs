@@ -33,28 +33,28 @@
 //! --------------                          ------------                         --------------
 //! caller green thread
 //!  client.call(bytes)
-//!   lock state (short)                                                        reader green thread
-//!   arena.alloc(len) ------------------> [client arena: body]                  (spins, then io_uring
-//!   copy bytes in                                                               FUTEX_WAIT on the
-//!   pending[id] = (this thread)                                                 request ring's word)
-//!   push Desc{id, CALL, off, len} -----> [request ring]  ---- pop in bulk ---->  check opcode, id not
-//!   notify (FUTEX_WAKE only if the                                               in flight, off+len in
-//!           server set need_wakeup)                                              the client arena
-//!   unlock; park (carrier runs                                                   green::spawn(handler)
-//!           other green threads)                                                   handler(&Request,
-//! reader green thread                                                                     &mut ResponseWriter)
-//!  (spins, then FUTEX_WAIT)                                                        (may block: files,
+//!   <= 16 bytes: into the descriptor                                          reader green thread
+//!   else arena.alloc + copy -----------> [client arena: body]                  (spins, then io_uring
+//!   lock state (short)                                                          FUTEX_WAIT on the
+//!   pending[id] = (slot on this stack)                                          request ring's word)
+//!   push Desc{id, CALL, body} ---------> [request ring]  ---- pop in bulk ---->  check opcode, flags,
+//!   notify (FUTEX_WAKE only if the                                               id not in flight,
+//!           server set need_wakeup)                                              body in bounds
+//!   unlock                                                                       green::spawn(handler)
+//!  poll the response ring itself                                                   handler(&Request,
+//!   (up to CALLER_SPIN; meanwhile the                                                     &mut ResponseWriter)
+//!   reader green thread stands aside)                                              (may block: files,
 //!                                                                                   sockets, other IPC)
-//!                                      [server arena: body] <-----------------    arena.alloc + copy
+//!                                      [server arena: body] <-----------------    > 16 bytes: alloc+copy
 //!  pop in bulk  <----------------------- [response ring] <-- Desc{id, REPLY,...}   push, notify
-//!  check opcode, id pending, off+len
-//!  in the server arena; free the
-//!  request body; pending[id] = done;
-//!  unpark caller
-//! caller resumes: Ok(Response)
+//!  check opcode, flags, id pending,
+//!  body in bounds; free the request
+//!  body; write the result into each
+//!  caller's slot, set its done flag
+//! caller sees its done flag: Ok(Response)
 //!  ... reads bytes (copying) ...
 //! drop(Response) --------------------->  [request ring] -- Desc{id, RELEASE} ->  arena.free(off)
-//!                                                                                  (validated)
+//!   (arena bodies only)                                                          (validated)
 //! ```
 //!
 //! Watcher green threads (one per side) do a blocking read on the Unix
@@ -76,24 +76,36 @@
 //! - **Responses are matched by id**: `id = seq << 32 | slab key`. A
 //!   response whose id is not a pending, unanswered call is a protocol
 //!   violation.
-//! - **Who writes where**: the client writes request bodies in its arena
-//!   and frees them when the response for that call arrives (the server
-//!   reads a request body only while its handler runs, which ends before
-//!   the reply is sent). The server writes response bodies in its arena
-//!   and frees them when the client hands them back with `RELEASE`
-//!   ([`Arena::free`](crate::shm::Arena::free) rejects a bogus offset).
-//!   Zero-length bodies take no arena space and need no `RELEASE`.
+//! - **Bodies of up to [`INLINE_MAX`] (16) bytes ride in the descriptor**
+//!   ([`INLINE`]): no arena allocation, no copy through shared memory, no
+//!   `RELEASE`. Small calls are the common case of RPC, and this halves
+//!   their cost.
+//! - **Who writes where**: the client writes longer request bodies in its
+//!   arena and frees them when the response for that call arrives (the
+//!   server reads a request body only while its handler runs, which ends
+//!   before the reply is sent). The server writes longer response bodies
+//!   in its arena and frees them when the client hands them back with
+//!   `RELEASE` ([`Arena::free`](crate::shm::Arena::free) rejects a bogus
+//!   offset). Zero-length and inline bodies take no arena space and need
+//!   no `RELEASE`.
 //! - **Full rings and arenas**: a full request ring makes the caller
 //!   retry with a short sleep backoff (the server drains the ring without
 //!   waiting for handlers). A full arena follows [`ArenaFullPolicy`]: wait
 //!   (backoff, up to a timeout) or fail with
 //!   [`io::ErrorKind::OutOfMemory`]. A body larger than the whole arena
 //!   fails at once.
-//! - **Callers poll briefly before parking**: a caller checks its slot
-//!   for 10 µs (with `yield_now`) before it parks, so a fast response
-//!   costs no park/unpark, which would be a cross-carrier wake-up when the
-//!   reader runs on another carrier. This took the single-caller 4 B round
-//!   trip from tens of µs to about 1.2 µs on a 2-core machine.
+//! - **Waiting callers read the response ring themselves**: a caller
+//!   polls the ring (whoever holds its lock pops a batch and hands each
+//!   result to its caller's slot) for up to 50 µs, with `yield_now`, and
+//!   only then parks. Meanwhile the reader green thread stands aside
+//!   (parks); the last caller to stop polling unparks it if calls still
+//!   wait. A fast response thus reaches its caller with no hand-off
+//!   between threads, and only one thread per process spins. Callers
+//!   check their own slot without the lock.
+//! - **Spinning threads give up the CPU now and then**: every 16 checks
+//!   a spinner calls `sched_yield`. Two spinning peers that the kernel
+//!   placed on one CPU otherwise take turns only at the end of a time
+//!   slice, and every call then costs one (100+ µs).
 //! - **Idle**: a reader spins for [`SPIN`] with `yield_now` between
 //!   checks (other green threads on its carrier keep running), then sets
 //!   the ring's `need_wakeup` flag, re-checks and waits with an io_uring
@@ -128,12 +140,14 @@
 
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
+
 use crate::ring::{Consumer, RingError};
-use crate::shm::{ArenaMem, CredentialPolicy, Desc};
+use crate::shm::{Alloc, ArenaMem, CredentialPolicy, Desc};
 
 mod client;
 mod server;
@@ -153,6 +167,16 @@ pub const REPLY: u32 = 3;
 /// raw OS error code (0 if none), no body.
 pub const ERROR: u32 = 4;
 
+/// Flag of a `CALL` or `REPLY` descriptor: the body rides in the
+/// descriptor itself, in the bytes of its `offset` and `len` fields (native
+/// byte order, `offset` first); the low bits of `flags` are its length,
+/// 1 to [`INLINE_MAX`]. Such a body takes no arena space and needs no
+/// `RELEASE`. Without this flag `flags` must be 0 and the body is
+/// `offset .. offset + len` in the sender's arena.
+pub const INLINE: u32 = 1 << 31;
+/// The longest body carried inline (see [`INLINE`]).
+pub const INLINE_MAX: usize = 16;
+
 /// How long a reader spins (yielding to its carrier's other green
 /// threads) before it sleeps on the ring's futex word.
 pub const SPIN: Duration = Duration::from_micros(50);
@@ -160,7 +184,7 @@ pub const SPIN: Duration = Duration::from_micros(50);
 pub const IDLE_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// The handshake payload that rides with the memfd.
-const PROTOCOL: &[u8] = b"green-ipc/1";
+const PROTOCOL: &[u8] = b"green-ipc/2";
 
 /// What a call does when its arena has no room for the body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -301,18 +325,131 @@ impl ClientConfig {
     }
 }
 
-/// Bytes of a body in an arena the peer can write: reached only through
-/// copies (see the [module docs](self#trust)).
+/// A body on its way out: inline in the descriptor, or in our arena.
+#[derive(Clone, Copy, Debug)]
+enum Out {
+    /// Up to [`INLINE_MAX`] bytes (0: no body).
+    Inline([u8; INLINE_MAX], u8),
+    /// Written in our arena.
+    Arena(Alloc),
+}
+
+impl Out {
+    /// `bytes` inline, if short enough.
+    fn inline(bytes: &[u8]) -> Option<Out> {
+        (bytes.len() <= INLINE_MAX).then(|| {
+            let mut b = [0u8; INLINE_MAX];
+            b[..bytes.len()].copy_from_slice(bytes);
+            Out::Inline(b, bytes.len() as u8)
+        })
+    }
+
+    /// The arena allocation to free once the peer is done with it.
+    fn arena_offset(self) -> Option<u64> {
+        match self {
+            Out::Inline(..) => None,
+            Out::Arena(a) => Some(a.offset),
+        }
+    }
+
+    /// The descriptor that carries this body.
+    fn desc(self, id: u64, opcode: u32) -> Desc {
+        match self {
+            Out::Inline(_, 0) => Desc {
+                id,
+                opcode,
+                flags: 0,
+                offset: 0,
+                len: 0,
+            },
+            Out::Inline(b, n) => {
+                let (lo, hi) = b.split_at(8);
+                Desc {
+                    id,
+                    opcode,
+                    flags: INLINE | u32::from(n),
+                    offset: u64::from_ne_bytes(lo.try_into().expect("8 bytes")),
+                    len: u64::from_ne_bytes(hi.try_into().expect("8 bytes")),
+                }
+            }
+            Out::Arena(a) => Desc {
+                id,
+                opcode,
+                flags: 0,
+                offset: a.offset,
+                len: a.len,
+            },
+        }
+    }
+}
+
+/// Bytes of a received body: inline (a private copy) or in an arena the
+/// peer can write, reached only through copies (see the [module
+/// docs](self#trust)).
 #[derive(Clone)]
-struct Body {
-    mem: ArenaMem,
-    offset: u64,
-    len: u64,
+enum Body {
+    Inline([u8; INLINE_MAX], u8),
+    Shared {
+        mem: ArenaMem,
+        offset: u64,
+        len: u64,
+    },
 }
 
 impl Body {
+    /// The body of a `CALL` or `REPLY` descriptor from the peer, checked:
+    /// an inline length of 1 to [`INLINE_MAX`], or a range inside the
+    /// peer's arena `mem` (in `u64` arithmetic); no other flags.
+    fn from_desc(mem: &ArenaMem, d: &Desc) -> Result<Body, String> {
+        if d.flags & INLINE != 0 {
+            let n = d.flags & !INLINE;
+            if n == 0 || n as usize > INLINE_MAX {
+                return Err(format!(
+                    "descriptor id {:#x} opcode {}: inline body of {n} bytes (1 to {INLINE_MAX})",
+                    d.id, d.opcode
+                ));
+            }
+        } else if d.flags != 0 {
+            return Err(format!(
+                "descriptor id {:#x} opcode {}: unknown flags {:#x}",
+                d.id, d.opcode, d.flags
+            ));
+        } else if d.len > 0 {
+            mem.check(d.offset, d.len)
+                .map_err(|e| format!("descriptor id {:#x} opcode {}: {e}", d.id, d.opcode))?;
+        }
+        Ok(Body::decode(mem, d))
+    }
+
+    /// The body of a descriptor [`from_desc`](Self::from_desc) accepted.
+    fn decode(mem: &ArenaMem, d: &Desc) -> Body {
+        if d.flags & INLINE != 0 {
+            let mut b = [0u8; INLINE_MAX];
+            b[..8].copy_from_slice(&d.offset.to_ne_bytes());
+            b[8..].copy_from_slice(&d.len.to_ne_bytes());
+            // Checked on arrival: 1 to INLINE_MAX.
+            return Body::Inline(b, (d.flags & !INLINE).min(INLINE_MAX as u32) as u8);
+        }
+        Body::Shared {
+            mem: mem.clone(),
+            offset: d.offset,
+            len: d.len,
+        }
+    }
+
     fn len(&self) -> usize {
-        self.len as usize
+        match self {
+            Body::Inline(_, n) => usize::from(*n),
+            Body::Shared { len, .. } => *len as usize,
+        }
+    }
+
+    /// The arena range the peer must get back (`RELEASE`), if any.
+    fn shared_range(&self) -> Option<(u64, u64)> {
+        match self {
+            Body::Shared { offset, len, .. } if *len > 0 => Some((*offset, *len)),
+            _ => None,
+        }
     }
 
     fn to_vec(&self) -> Vec<u8> {
@@ -323,11 +460,14 @@ impl Body {
 
     fn read_into(&self, dst: &mut [u8]) -> usize {
         let n = dst.len().min(self.len());
-        if n > 0 {
-            // Bounds were checked when the descriptor arrived.
-            self.mem
-                .copy_from(self.offset, &mut dst[..n])
-                .expect("body bounds checked on arrival");
+        match self {
+            Body::Inline(b, _) => dst[..n].copy_from_slice(&b[..n]),
+            Body::Shared { mem, offset, .. } if n > 0 => {
+                // Bounds were checked when the descriptor arrived.
+                mem.copy_from(*offset, &mut dst[..n])
+                    .expect("body bounds checked on arrival");
+            }
+            Body::Shared { .. } => {}
         }
         n
     }
@@ -336,22 +476,15 @@ impl Body {
     ///
     /// Nobody writes the bytes while the slice lives.
     unsafe fn as_bytes_unchecked(&self) -> &[u8] {
-        if self.len == 0 {
-            return &[];
+        match self {
+            Body::Inline(b, n) => &b[..usize::from(*n)],
+            Body::Shared { len: 0, .. } => &[],
+            Body::Shared { mem, offset, len } => {
+                // SAFETY: the caller's contract; bounds checked on arrival.
+                unsafe { mem.slice(*offset, *len) }.expect("body bounds checked on arrival")
+            }
         }
-        // SAFETY: the caller's contract; bounds checked on arrival.
-        unsafe { self.mem.slice(self.offset, self.len) }.expect("body bounds checked on arrival")
     }
-}
-
-/// Checks that a body descriptor lies within the sender's arena.
-fn check_body(mem: &ArenaMem, d: &Desc) -> Result<(), String> {
-    if d.len == 0 {
-        return Ok(());
-    }
-    mem.check(d.offset, d.len)
-        .map(drop)
-        .map_err(|e| format!("descriptor id {:#x} opcode {}: {e}", d.id, d.opcode))
 }
 
 /// Sleep-with-backoff for retry loops (full ring or arena).
@@ -366,6 +499,19 @@ impl Backoff {
         crate::thread::sleep(self.0);
         self.0 = (self.0 * 2).min(Duration::from_millis(1));
     }
+}
+
+/// Lets another OS thread waiting for this CPU run: called now and then
+/// from spin loops. Two spinning peers (a caller and the other process's
+/// reader) that the kernel placed on one CPU would otherwise take turns
+/// only at the end of each time slice, and every call would cost one.
+///
+/// A yield that took long means another thread ran on this CPU meanwhile:
+/// then a short real sleep, after which the kernel wakes this thread on an
+/// idle CPU if there is one (a spinning thread is otherwise never moved
+/// off a shared CPU quickly).
+fn yield_cpu() {
+    std::thread::yield_now();
 }
 
 /// How a reader waits for its ring.
@@ -387,29 +533,42 @@ impl Idle {
         self.backoff = Backoff::new();
     }
 
-    /// Waits until `rx` may have entries or `dead` is set: spins for
-    /// [`SPIN`] with `yield_now`, then one sleep (futex or backoff).
-    fn wait(&mut self, rx: &mut Consumer<Desc>, dead: &AtomicBool) -> Result<(), RingError> {
+    /// Waits until `rx` may have entries or `stop()` holds: spins for
+    /// [`SPIN`] with `yield_now`, then one sleep (futex or backoff). The
+    /// lock is held only to look at the ring, never across a yield or the
+    /// sleep, so other threads may pop meanwhile.
+    fn wait(
+        &mut self,
+        rx: &Mutex<Consumer<Desc>>,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<(), RingError> {
         let start = Instant::now();
+        let mut spins = 0u32;
         loop {
-            if rx.len()? > 0 || dead.load(Ordering::SeqCst) {
+            if stop() || rx.lock().len()? > 0 {
                 return Ok(());
             }
-            if start.elapsed() >= SPIN {
-                break;
+            // Reading the clock costs more than a check and a yield.
+            spins = spins.wrapping_add(1);
+            if spins % 16 == 0 {
+                if spins % 16 == 0 && start.elapsed() >= SPIN {
+                    break;
+                }
+                yield_cpu();
             }
             crate::thread::yield_now();
         }
         use crate::sys::uring::{op, Sqe};
         if self.futex && crate::driver::ring_supports(op::FUTEX_WAIT) {
-            let Some((word, expected)) = rx.prepare_sleep()? else {
-                return Ok(());
+            let (word, expected) = match rx.lock().prepare_sleep()? {
+                Some((word, expected)) => (word as *const AtomicU32, expected),
+                None => return Ok(()),
             };
             // SeqCst, after reading the futex word in `prepare_sleep`: a
             // closer that sets `dead` and then bumps the word either is
             // seen here or makes the wait return at once.
-            if dead.load(Ordering::SeqCst) {
-                rx.finish_sleep();
+            if stop() {
+                rx.lock().finish_sleep();
                 return Ok(());
             }
             /// `FUTEX2_SIZE_U32`; not `FUTEX2_PRIVATE`: the word is shared
@@ -418,16 +577,16 @@ impl Idle {
             let sqe = Sqe {
                 opcode: op::FUTEX_WAIT,
                 fd: FUTEX2_SIZE_U32,
-                addr: word as *const _ as u64,
+                addr: word as u64,
                 off: u64::from(expected),
                 addr3: 0xffff_ffff,
                 ..Sqe::default()
             };
             // SAFETY: the only pointer is the futex word, in ring memory
-            // that `rx` keeps mapped; `rx` outlives this call, which returns
-            // only after the op's completion.
+            // that the consumer in `rx` keeps mapped; `rx` outlives this
+            // call, which returns only after the op's completion.
             let r = unsafe { crate::driver::green_op(sqe, Some(IDLE_TIMEOUT), "FUTEX_WAIT") };
-            rx.finish_sleep();
+            rx.lock().finish_sleep();
             match r {
                 None => self.futex = false,
                 Some(Ok(_)) => {}
@@ -493,5 +652,71 @@ fn connect_socket(path: &std::path::Path) -> io::Result<crate::os::unix::net::Un
     match path.as_os_str().as_bytes().strip_prefix(b"@") {
         Some(name) => UnixStream::connect_addr(&SocketAddr::from_abstract_name(name)?),
         None => UnixStream::connect(path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arena() -> ArenaMem {
+        ArenaMem::heap(4096)
+    }
+
+    #[test]
+    fn inline_bodies_round_trip_through_a_descriptor() {
+        let mem = arena();
+        for n in 0..=INLINE_MAX {
+            let bytes: Vec<u8> = (0..n as u8).map(|i| i.wrapping_mul(37) ^ 0xa5).collect();
+            let d = Out::inline(&bytes).unwrap().desc(7, CALL);
+            assert_eq!(d.id, 7);
+            assert_eq!(d.opcode, CALL);
+            let body = Body::from_desc(&mem, &d).unwrap();
+            assert_eq!(body.len(), n);
+            assert_eq!(body.to_vec(), bytes);
+            assert_eq!(
+                body.shared_range(),
+                None,
+                "inline bodies are never released"
+            );
+        }
+        assert!(Out::inline(&[0; INLINE_MAX + 1]).is_none());
+    }
+
+    #[test]
+    fn arena_bodies_are_checked_against_the_arena() {
+        let mem = arena();
+        let ok = Desc {
+            id: 1,
+            opcode: REPLY,
+            flags: 0,
+            offset: 64,
+            len: 100,
+        };
+        let body = Body::from_desc(&mem, &ok).unwrap();
+        assert_eq!(body.len(), 100);
+        assert_eq!(body.shared_range(), Some((64, 100)));
+        for bad in [
+            Desc { len: 4097, ..ok },
+            Desc {
+                offset: u64::MAX - 10,
+                ..ok
+            },
+            Desc { flags: 1, ..ok },
+            Desc {
+                flags: INLINE,
+                ..ok
+            },
+            Desc {
+                flags: INLINE | (INLINE_MAX as u32 + 1),
+                ..ok
+            },
+            Desc {
+                flags: INLINE | 0x100,
+                ..ok
+            },
+        ] {
+            assert!(Body::from_desc(&mem, &bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

@@ -11,8 +11,8 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use super::{
-    check_body, watch, ArenaFullPolicy, Backoff, Body, ErrorHook, Idle, ServerConfig, CALL, ERROR,
-    PROTOCOL, RELEASE, REPLY,
+    watch, ArenaFullPolicy, Backoff, Body, ErrorHook, Idle, Out, ServerConfig, CALL, ERROR,
+    INLINE_MAX, PROTOCOL, RELEASE, REPLY,
 };
 use crate::os::unix::net::{UnixListener, UnixStream};
 use crate::ring::{Producer, PushError};
@@ -72,14 +72,14 @@ impl Conn {
         for d in descs {
             match d.opcode {
                 CALL => {
-                    check_body(&self.peer_mem, d)?;
+                    let body = Body::from_desc(&self.peer_mem, d)?;
                     if !self.state.lock().in_flight.insert(d.id) {
                         return Err(format!("duplicate call id {:#x} in flight", d.id));
                     }
                     let conn = self.clone();
                     let handler = handler.clone();
-                    let d = *d;
-                    crate::spawn(move || conn.run(d, &*handler));
+                    let id = d.id;
+                    crate::spawn(move || conn.run(id, body, &*handler));
                 }
                 RELEASE => {
                     let mut st = self.state.lock();
@@ -105,31 +105,15 @@ impl Conn {
     }
 
     /// Runs one call's handler and sends its reply.
-    fn run(&self, d: Desc, handler: &Handler) {
-        let req = Request {
-            body: Body {
-                mem: self.peer_mem.clone(),
-                offset: d.offset,
-                len: d.len,
-            },
-        };
-        let mut w = ResponseWriter { body: Vec::new() };
+    fn run(&self, id: u64, body: Body, handler: &Handler) {
+        let req = Request { body };
+        let mut w = ResponseWriter::default();
         let res = handler(&req, &mut w);
         drop(req);
-        let reply = match res {
-            Ok(()) => self.place(&w.body),
-            Err(e) => Err(e),
-        };
-        let desc = match reply {
-            Ok((offset, len)) => Desc {
-                id: d.id,
-                opcode: REPLY,
-                flags: 0,
-                offset,
-                len,
-            },
+        let desc = match res.and_then(|()| self.place(w)) {
+            Ok(out) => out.desc(id, REPLY),
             Err(e) => Desc {
-                id: d.id,
+                id,
                 opcode: ERROR,
                 flags: e.raw_os_error().unwrap_or(0) as u32,
                 offset: 0,
@@ -145,7 +129,7 @@ impl Conn {
                 }
                 match st.tx.push(desc) {
                     Ok(()) => {
-                        st.in_flight.remove(&d.id);
+                        st.in_flight.remove(&id);
                         let _ = st.tx.notify();
                         return;
                     }
@@ -161,12 +145,14 @@ impl Conn {
         }
     }
 
-    /// Allocates and writes a response body in our arena.
-    fn place(&self, body: &[u8]) -> io::Result<(u64, u64)> {
+    /// Where a response body goes: inline if short, else allocated and
+    /// written in our arena.
+    fn place(&self, w: ResponseWriter) -> io::Result<Out> {
+        let body = match w.body {
+            Buf::Small(b, n) => return Ok(Out::Inline(b, n)),
+            Buf::Vec(v) => v,
+        };
         let len = body.len() as u64;
-        if len == 0 {
-            return Ok((0, 0));
-        }
         let start = Instant::now();
         let mut backoff = Backoff::new();
         let a = loop {
@@ -186,8 +172,8 @@ impl Conn {
             }
             backoff.snooze();
         };
-        self.mem.copy_to(a.offset, body)?;
-        Ok((a.offset, len))
+        self.mem.copy_to(a.offset, &body)?;
+        Ok(Out::Arena(a))
     }
 }
 
@@ -277,7 +263,7 @@ fn serve_connection(
     send_fd(&std_sock, region.fd(), PROTOCOL)?;
     let Endpoint {
         tx,
-        mut rx,
+        rx,
         arena,
         peer_arena,
         ..
@@ -310,14 +296,18 @@ fn serve_connection(
             let report = (e.kind() == io::ErrorKind::InvalidData).then_some(e);
             w.close(report);
         })?;
-    // This green thread is the connection's reader.
+    // This green thread is the connection's reader (the only user of
+    // `rx`: the lock is never contended).
+    let rx = Mutex::new(rx);
     let mut buf = [Desc::default(); 64];
     let mut idle = Idle::new();
-    while !conn.dead.load(Ordering::SeqCst) {
-        match rx.pop_into(&mut buf) {
+    let stop = || conn.dead.load(Ordering::SeqCst);
+    while !stop() {
+        let popped = rx.lock().pop_into(&mut buf);
+        match popped {
             Err(e) => conn.violation(format!("request ring: {e}")),
             Ok(0) => {
-                if let Err(e) = idle.wait(&mut rx, &conn.dead) {
+                if let Err(e) = idle.wait(&rx, &stop) {
                     conn.violation(format!("request ring: {e}"));
                 }
             }
@@ -349,7 +339,7 @@ impl Request {
 
     /// Whether the body is empty.
     pub fn is_empty(&self) -> bool {
-        self.body.len == 0
+        self.body.len() == 0
     }
 
     /// A copy of the body.
@@ -382,37 +372,108 @@ impl std::fmt::Debug for Request {
     }
 }
 
-/// Collects a handler's response body ([`io::Write`]); it is copied into
-/// the server arena once the handler returns.
+/// Collects a handler's response body ([`io::Write`]). A body of up to
+/// [`INLINE_MAX`] bytes travels inside the reply descriptor; a longer one
+/// is copied into the server arena once the handler returns.
 #[derive(Debug, Default)]
 pub struct ResponseWriter {
-    body: Vec<u8>,
+    body: Buf,
+}
+
+#[derive(Debug)]
+enum Buf {
+    Small([u8; INLINE_MAX], u8),
+    Vec(Vec<u8>),
+}
+
+impl Default for Buf {
+    fn default() -> Self {
+        Buf::Small([0; INLINE_MAX], 0)
+    }
 }
 
 impl ResponseWriter {
     /// Bytes written so far.
     pub fn len(&self) -> usize {
-        self.body.len()
+        match &self.body {
+            Buf::Small(_, n) => usize::from(*n),
+            Buf::Vec(v) => v.len(),
+        }
     }
 
     /// Whether nothing was written.
     pub fn is_empty(&self) -> bool {
-        self.body.is_empty()
+        self.len() == 0
     }
 
     /// Reserves room for `additional` more bytes.
     pub fn reserve(&mut self, additional: usize) {
-        self.body.reserve(additional);
+        let want = self.len().saturating_add(additional);
+        match &mut self.body {
+            Buf::Small(..) if want <= INLINE_MAX => {}
+            Buf::Small(b, n) => {
+                let mut v = Vec::with_capacity(want);
+                v.extend_from_slice(&b[..usize::from(*n)]);
+                self.body = Buf::Vec(v);
+            }
+            Buf::Vec(v) => v.reserve(additional),
+        }
     }
 }
 
 impl io::Write for ResponseWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.body.extend_from_slice(buf);
+        match &mut self.body {
+            Buf::Small(b, n) if usize::from(*n) + buf.len() <= INLINE_MAX => {
+                let at = usize::from(*n);
+                b[at..at + buf.len()].copy_from_slice(buf);
+                *n += buf.len() as u8;
+            }
+            Buf::Small(b, n) => {
+                let mut v = Vec::with_capacity(usize::from(*n) + buf.len());
+                v.extend_from_slice(&b[..usize::from(*n)]);
+                v.extend_from_slice(buf);
+                self.body = Buf::Vec(v);
+            }
+            Buf::Vec(v) => v.extend_from_slice(buf),
+        }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn response_writer_keeps_short_bodies_inline_and_spills_longer_ones() {
+        let mut w = ResponseWriter::default();
+        assert!(w.is_empty());
+        w.write_all(&[1; 10]).unwrap();
+        w.write_all(&[2; 6]).unwrap();
+        assert!(matches!(w.body, Buf::Small(_, 16)));
+        w.write_all(&[3]).unwrap();
+        assert_eq!(w.len(), 17);
+        match &w.body {
+            Buf::Vec(v) => {
+                let mut want = vec![1; 10];
+                want.extend([2; 6]);
+                want.push(3);
+                assert_eq!(v, &want);
+            }
+            Buf::Small(..) => panic!("17 bytes stayed inline"),
+        }
+        let mut w = ResponseWriter::default();
+        w.write_all(&[5; 3]).unwrap();
+        w.reserve(100);
+        assert_eq!(w.len(), 3);
+        w.write_all(&[6; 100]).unwrap();
+        assert_eq!(w.len(), 103);
+        assert!(matches!(&w.body, Buf::Vec(v) if v[..3] == [5; 3] && v[3..] == [6; 100]));
     }
 }
