@@ -5,6 +5,7 @@
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,12 +22,24 @@ fn child_server() {
     let config = ServerConfig::default()
         .ring_entries(env("GREEN_IPC_RING", 256) as u32)
         .client_arena(env("GREEN_IPC_CLIENT_ARENA", 4 << 20))
-        .server_arena(env("GREEN_IPC_SERVER_ARENA", 4 << 20));
+        .server_arena(env("GREEN_IPC_SERVER_ARENA", 4 << 20))
+        .max_handlers(env("GREEN_IPC_MAX_HANDLERS", 1024) as usize);
+    // Handlers running now, and the most seen at once.
+    static RUNNING: AtomicUsize = AtomicUsize::new(0);
+    static PEAK: AtomicUsize = AtomicUsize::new(0);
     Server::bind_with(path, config)
         .unwrap()
         .serve(|req, resp| {
             let body = req.to_vec();
-            if body.starts_with(b"SLEEPLONG") {
+            if body == b"PEAK" {
+                return resp.write_all(&PEAK.load(Ordering::SeqCst).to_le_bytes());
+            }
+            if body.starts_with(b"NAP") {
+                let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+                PEAK.fetch_max(now, Ordering::SeqCst);
+                green::thread::sleep(Duration::from_millis(20));
+                RUNNING.fetch_sub(1, Ordering::SeqCst);
+            } else if body.starts_with(b"SLEEPLONG") {
                 green::thread::sleep(Duration::from_secs(5));
             } else if body.starts_with(b"SLEEP") {
                 green::thread::sleep(Duration::from_millis(300));
@@ -132,6 +145,40 @@ fn round_trips_at_every_size() {
         })
         .join()
         .unwrap();
+    });
+}
+
+#[test]
+fn handler_threads_per_connection_are_capped() {
+    if std::env::var_os("GREEN_IPC_SERVE").is_some() {
+        return;
+    }
+    // 4 handlers at most and a 16-entry ring: 300 calls from 100 callers
+    // queue on the server and then on the ring, and all complete.
+    let server = spawn_server(
+        "cap",
+        &[("GREEN_IPC_MAX_HANDLERS", "4"), ("GREEN_IPC_RING", "16")],
+    );
+    let path = server.path.clone();
+    watchdog(move || {
+        let client = Arc::new(Client::connect(&path).unwrap());
+        let hs: Vec<_> = (0..100)
+            .map(|i| {
+                let c = client.clone();
+                green::spawn(move || {
+                    for round in 0..3 {
+                        let req = format!("NAP {i} {round}");
+                        assert_eq!(c.call(req.as_bytes()).unwrap().to_vec(), req.as_bytes());
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        let peak = client.call(b"PEAK").unwrap().to_vec();
+        let peak = usize::from_le_bytes(peak.try_into().unwrap());
+        assert_eq!(peak, 4, "handlers at once");
     });
 }
 
@@ -264,6 +311,65 @@ fn arena_full_fail_policy_and_wait_policy() {
         let req = big(b"second");
         assert_eq!(wait.call(&req).unwrap().to_vec(), req);
         assert_eq!(first.join().unwrap().unwrap(), 40_000);
+
+        // The same as futures: one waits for the space the other frees.
+        let c = wait.clone();
+        let first =
+            green::spawn_async(async move { c.call_async(&big(b"SLEEP")).await.map(|r| r.len()) });
+        green::thread::sleep(Duration::from_millis(100));
+        let c = wait.clone();
+        let req = big(b"async second");
+        let second =
+            green::spawn_async(async move { c.call_async(&req).await.map(|r| r.to_vec()) });
+        assert_eq!(second.join().unwrap().unwrap(), big(b"async second"));
+        assert_eq!(first.join().unwrap().unwrap(), 40_000);
+
+        // A wait that outlasts its limit fails, blocking or async.
+        let short = Arc::new(
+            Client::connect_with(
+                &path,
+                ClientConfig::default()
+                    .arena_full(ArenaFullPolicy::Wait(Duration::from_millis(50))),
+            )
+            .unwrap(),
+        );
+        let c = short.clone();
+        let first = green::spawn(move || c.call(&big(b"SLEEP")).map(|r| r.len()));
+        green::thread::sleep(Duration::from_millis(100));
+        let err = short.call(&big(b"x")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{err}");
+        let c = short.clone();
+        let err =
+            green::spawn_async(async move { c.call_async(&big(b"y")).await.map(|r| r.len()) })
+                .join()
+                .unwrap()
+                .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{err}");
+        assert_eq!(first.join().unwrap().unwrap(), 40_000);
+    });
+}
+
+#[test]
+fn a_full_server_arena_waits_for_the_client_to_release_a_response() {
+    if std::env::var_os("GREEN_IPC_SERVE").is_some() {
+        return;
+    }
+    let server = spawn_server("srvarena", &[("GREEN_IPC_SERVER_ARENA", "65536")]);
+    let path = server.path.clone();
+    watchdog(move || {
+        let client = Arc::new(Client::connect(&path).unwrap());
+        let first = client.call(&pattern(40_000, 1)).unwrap();
+        // The second response does not fit while the first is held.
+        let c = client.clone();
+        let second = green::spawn(move || c.call(&pattern(40_000, 2)).map(|r| r.to_vec()));
+        green::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !second.is_finished(),
+            "placed a response with no room for it"
+        );
+        assert_eq!(first.to_vec(), pattern(40_000, 1));
+        drop(first); // RELEASE: the handler waiting for space goes on
+        assert_eq!(second.join().unwrap().unwrap(), pattern(40_000, 2));
     });
 }
 

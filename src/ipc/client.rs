@@ -10,7 +10,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use slab::Slab;
@@ -126,6 +126,32 @@ struct State {
     releases: Vec<Desc>,
     /// Why the connection is closed, once it is.
     closed: Option<(io::ErrorKind, String)>,
+    /// Calls waiting for arena space, woken when a body is freed.
+    space_waiters: Vec<SpaceWaiter>,
+}
+
+/// A call waiting for space in the client arena.
+enum SpaceWaiter {
+    Thread(Thread),
+    Waker(Waker),
+}
+
+impl SpaceWaiter {
+    fn wake(self) {
+        match self {
+            SpaceWaiter::Thread(t) => t.unpark(),
+            SpaceWaiter::Waker(w) => w.wake(),
+        }
+    }
+}
+
+/// How [`Inner::alloc`] waits when the arena is full (under
+/// [`ArenaFullPolicy::Wait`]).
+enum AllocWait<'a> {
+    /// Park until space is freed (or the policy's deadline).
+    Park,
+    /// Register this waker for the next free and return `Ok(None)`.
+    Register(&'a Waker),
 }
 
 struct Inner {
@@ -149,6 +175,14 @@ struct Inner {
 }
 
 impl State {
+    /// Frees a body of ours and hands back the calls waiting for space
+    /// (to wake once the lock is released).
+    fn free_body(&mut self, offset: u64) -> Vec<SpaceWaiter> {
+        // Ours: cannot fail unless our own bookkeeping is wrong.
+        let _ = self.arena.free(offset);
+        std::mem::take(&mut self.space_waiters)
+    }
+
     /// Pushes queued `RELEASE`s; returns whether any went out.
     fn flush_releases(&mut self) -> bool {
         if self.releases.is_empty() {
@@ -179,6 +213,7 @@ impl Inner {
     /// their callers and the reader.
     fn close(&self, kind: io::ErrorKind, msg: String) {
         let mut wake = Vec::new();
+        let space;
         {
             let mut st = self.state.lock();
             self.dead.store(true, Ordering::SeqCst);
@@ -197,9 +232,13 @@ impl Inner {
                     wake.push(w);
                 }
             }
+            space = std::mem::take(&mut st.space_waiters);
         }
         for w in wake {
             w.run();
+        }
+        for w in space {
+            w.wake();
         }
         (self.wake_reader)();
         self.unpark_reader();
@@ -235,11 +274,12 @@ impl Inner {
         }
     }
 
-    /// Allocates `len` bytes in our arena under the configured policy.
-    fn alloc(&self, len: u64, start: Instant, nonblocking: bool) -> io::Result<Option<Alloc>> {
-        let mut backoff = Backoff::new();
+    /// Allocates `len` bytes in our arena under the configured policy;
+    /// when it must wait, `wait` says how. `Ok(None)` only with
+    /// [`AllocWait::Register`].
+    fn alloc(&self, len: u64, start: Instant, wait: AllocWait<'_>) -> io::Result<Option<Alloc>> {
         loop {
-            {
+            let deadline = {
                 let mut st = self.state.lock();
                 if st.closed.is_some() {
                     return Err(st.closed_error());
@@ -258,12 +298,24 @@ impl Inner {
                     Err(full) => match self.config.arena_full {
                         ArenaFullPolicy::Fail => return Err(full.into()),
                         ArenaFullPolicy::Wait(t) if start.elapsed() >= t => return Err(full.into()),
-                        ArenaFullPolicy::Wait(_) if nonblocking => return Ok(None),
-                        ArenaFullPolicy::Wait(_) => {}
+                        ArenaFullPolicy::Wait(t) => match wait {
+                            AllocWait::Register(w) => {
+                                st.space_waiters.push(SpaceWaiter::Waker(w.clone()));
+                                return Ok(None);
+                            }
+                            AllocWait::Park => {
+                                st.space_waiters
+                                    .push(SpaceWaiter::Thread(crate::thread::current()));
+                                start + t
+                            }
+                        },
                     },
                 }
-            }
-            backoff.snooze();
+            };
+            // Woken by the next free (a response arriving frees its
+            // request's body), or at the deadline; the park token makes a
+            // wake-up between the unlock and here count.
+            crate::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
         }
     }
 
@@ -273,7 +325,7 @@ impl Inner {
         let mut st = self.state.lock();
         if st.closed.is_some() {
             if let Some(off) = body.arena_offset() {
-                let _ = st.arena.free(off);
+                let _ = st.free_body(off);
             }
             return Err(st.closed_error());
         }
@@ -382,17 +434,26 @@ impl Inner {
     /// and copies `bytes` in.
     fn write_body(&self, bytes: &[u8]) -> io::Result<Out> {
         let a = self
-            .alloc(bytes.len() as u64, Instant::now(), false)?
-            .expect("a blocking alloc returns an allocation or an error");
+            .alloc(bytes.len() as u64, Instant::now(), AllocWait::Park)?
+            .expect("a parking alloc returns an allocation or an error");
         self.mem.copy_to(a.offset, bytes)?;
         Ok(Out::Arena(a))
+    }
+
+    /// Frees a body of ours that was never sent and wakes the calls
+    /// waiting for space.
+    fn free_body(&self, offset: u64) {
+        let waiters = self.state.lock().free_body(offset);
+        for w in waiters {
+            w.wake();
+        }
     }
 
     /// Handles a batch of response descriptors (the reader).
     fn complete(&self, descs: &[Desc]) -> Result<(), String> {
         let mut wake = Vec::new();
         let mut res = Ok(());
-        {
+        let space = {
             let mut st = self.state.lock();
             for d in descs {
                 if let Err(e) = self.complete_one(&mut st, d, &mut wake) {
@@ -403,9 +464,13 @@ impl Inner {
             if st.flush_releases() {
                 let _ = st.tx.notify();
             }
-        }
+            std::mem::take(&mut st.space_waiters)
+        };
         for w in wake {
             w.run();
+        }
+        for w in space {
+            w.wake();
         }
         res
     }
@@ -432,7 +497,7 @@ impl Inner {
             }
         };
         if let Some(off) = req {
-            // Ours: cannot fail unless our own bookkeeping is wrong.
+            // Waiters for space are woken once the batch is done.
             let _ = st.arena.free(off);
         }
         if st.pending[key].abandoned {
@@ -593,6 +658,7 @@ impl Client {
                 seq: 0,
                 releases: Vec::new(),
                 closed: None,
+                space_waiters: Vec::new(),
             }),
             rx: Mutex::new(rx),
             pollers: AtomicUsize::new(0),
@@ -671,7 +737,7 @@ impl Client {
         } else {
             let a = self
                 .inner
-                .alloc(len as u64, Instant::now(), false)?
+                .alloc(len as u64, Instant::now(), AllocWait::Park)?
                 .expect("a blocking alloc returns an allocation or an error");
             Out::Arena(a)
         };
@@ -688,15 +754,19 @@ impl Client {
     pub fn call_async(&self, request: &[u8]) -> CallFuture {
         let state = match Out::inline(request) {
             Some(out) => FutState::Push(out),
-            None => match self.inner.alloc(request.len() as u64, Instant::now(), true) {
+            None => match self.inner.alloc(
+                request.len() as u64,
+                Instant::now(),
+                AllocWait::Register(Waker::noop()),
+            ) {
                 Ok(Some(a)) => match self.inner.mem.copy_to(a.offset, request) {
                     Ok(()) => FutState::Push(Out::Arena(a)),
                     Err(e) => {
-                        let _ = self.inner.state.lock().arena.free(a.offset);
+                        self.inner.free_body(a.offset);
                         FutState::Failed(e.into())
                     }
                 },
-                Ok(None) => FutState::Start(request.to_vec(), Instant::now()),
+                Ok(None) => FutState::Start(request.to_vec(), Instant::now(), None),
                 Err(e) => FutState::Failed(e),
             },
         };
@@ -810,7 +880,7 @@ impl RequestBuilder<'_> {
 impl Drop for RequestBuilder<'_> {
     fn drop(&mut self) {
         if let Some(off) = self.body.take().and_then(Out::arena_offset) {
-            let _ = self.client.inner.state.lock().arena.free(off);
+            self.client.inner.free_body(off);
         }
     }
 }
@@ -876,8 +946,9 @@ impl std::fmt::Debug for Response {
 }
 
 enum FutState {
-    /// The arena was full: the bytes, and when the call began.
-    Start(Vec<u8>, Instant),
+    /// The arena was full: the bytes, when the call began, and the timer
+    /// for the policy's deadline once one is set.
+    Start(Vec<u8>, Instant, Option<Pin<Box<crate::time::Sleep>>>),
     /// Written (inline or in the arena), not yet pushed.
     Push(Out),
     /// On the ring, waiting for the response.
@@ -904,20 +975,37 @@ impl Future for CallFuture {
         let inner = this.inner.clone();
         loop {
             match std::mem::replace(&mut this.state, FutState::Done) {
-                FutState::Start(bytes, t0) => match inner.alloc(bytes.len() as u64, t0, true) {
-                    Ok(Some(a)) => {
-                        if let Err(e) = inner.mem.copy_to(a.offset, &bytes) {
-                            return Poll::Ready(Err(e.into()));
+                FutState::Start(bytes, t0, timer) => {
+                    let len = bytes.len() as u64;
+                    match inner.alloc(len, t0, AllocWait::Register(cx.waker())) {
+                        Ok(Some(a)) => {
+                            if let Err(e) = inner.mem.copy_to(a.offset, &bytes) {
+                                inner.free_body(a.offset);
+                                return Poll::Ready(Err(e.into()));
+                            }
+                            this.state = FutState::Push(Out::Arena(a));
                         }
-                        this.state = FutState::Push(Out::Arena(a));
+                        Ok(None) => {
+                            // Woken by a free, or by the timer at the
+                            // policy's deadline (then `alloc` fails).
+                            let mut timer = timer.unwrap_or_else(|| {
+                                let t = match inner.config.arena_full {
+                                    ArenaFullPolicy::Wait(t) => t,
+                                    ArenaFullPolicy::Fail => Duration::ZERO,
+                                };
+                                Box::pin(crate::time::sleep_until_async(t0 + t))
+                            });
+                            if timer.as_mut().poll(cx).is_ready() {
+                                this.state = FutState::Start(bytes, t0, None);
+                                cx.waker().wake_by_ref();
+                            } else {
+                                this.state = FutState::Start(bytes, t0, Some(timer));
+                            }
+                            return Poll::Pending;
+                        }
+                        Err(e) => return Poll::Ready(Err(e)),
                     }
-                    Ok(None) => {
-                        this.state = FutState::Start(bytes, t0);
-                        cx.waker().wake_by_ref();
-                        return Poll::Pending;
-                    }
-                    Err(e) => return Poll::Ready(Err(e)),
-                },
+                }
                 FutState::Push(body) => {
                     let mut w = Some(Waiter::Waker(Some(cx.waker().clone())));
                     match inner.try_push(body, &mut w) {
@@ -951,9 +1039,7 @@ impl Future for CallFuture {
 impl Drop for CallFuture {
     fn drop(&mut self) {
         match std::mem::replace(&mut self.state, FutState::Done) {
-            FutState::Push(Out::Arena(a)) => {
-                let _ = self.inner.state.lock().arena.free(a.offset);
-            }
+            FutState::Push(Out::Arena(a)) => self.inner.free_body(a.offset),
             FutState::Waiting(key) => {
                 let mut st = self.inner.state.lock();
                 match st.pending[key].result.take() {

@@ -78,8 +78,7 @@
 //!   violation.
 //! - **Bodies of up to [`INLINE_MAX`] (16) bytes ride in the descriptor**
 //!   ([`INLINE`]): no arena allocation, no copy through shared memory, no
-//!   `RELEASE`. Small calls are the common case of RPC, and this halves
-//!   their cost.
+//!   `RELEASE`.
 //! - **Who writes where**: the client writes longer request bodies in its
 //!   arena and frees them when the response for that call arrives (the
 //!   server reads a request body only while its handler runs, which ends
@@ -88,12 +87,24 @@
 //!   `RELEASE` ([`Arena::free`](crate::shm::Arena::free) rejects a bogus
 //!   offset). Zero-length and inline bodies take no arena space and need
 //!   no `RELEASE`.
-//! - **Full rings and arenas**: a full request ring makes the caller
-//!   retry with a short sleep backoff (the server drains the ring without
-//!   waiting for handlers). A full arena follows [`ArenaFullPolicy`]: wait
-//!   (backoff, up to a timeout) or fail with
+//! - **Full rings and arenas**: a full ring makes its producer (a caller,
+//!   or a handler replying) retry, yielding for [`SPIN`] and then sleeping
+//!   with a backoff from 20 µs to 1 ms: the ring frees when the other
+//!   process pops, which it does without waiting for handlers. A full
+//!   arena follows [`ArenaFullPolicy`]: wait (the call parks, or the
+//!   future registers its waker, and is woken by the next free in that
+//!   arena: a response arriving frees its request body, a `RELEASE` frees
+//!   a response body; up to the policy's limit) or fail with
 //!   [`io::ErrorKind::OutOfMemory`]. A body larger than the whole arena
 //!   fails at once.
+//! - **Handlers per connection are capped**
+//!   ([`ServerConfig::max_handlers`], default 1024): calls beyond the cap
+//!   queue and run on the handler green threads as they free up (a
+//!   handler thread runs queued calls until none is left, which also
+//!   saves a spawn per call under load); once a ringful waits, the server
+//!   stops popping requests, so the client's calls wait for ring space.
+//!   A client cannot make the server create threads or queue memory
+//!   without bound.
 //! - **Waiting callers read the response ring themselves**: a caller
 //!   polls the ring (whoever holds its lock pops a batch and hands each
 //!   result to its caller's slot) for up to 50 µs, with `yield_now`, and
@@ -211,6 +222,7 @@ pub type ErrorHook = Arc<dyn Fn(&io::Error) + Send + Sync>;
 #[derive(Clone)]
 pub struct ServerConfig {
     ring_entries: u32,
+    max_handlers: usize,
     client_arena: u64,
     server_arena: u64,
     credentials: CredentialPolicy,
@@ -222,6 +234,7 @@ impl fmt::Debug for ServerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerConfig")
             .field("ring_entries", &self.ring_entries)
+            .field("max_handlers", &self.max_handlers)
             .field("client_arena", &self.client_arena)
             .field("server_arena", &self.server_arena)
             .field("credentials", &self.credentials)
@@ -231,11 +244,13 @@ impl fmt::Debug for ServerConfig {
 }
 
 impl Default for ServerConfig {
-    /// 256-entry rings, 4 MiB per arena, same uid only, wait up to 30 s
-    /// for response space, errors printed to stderr.
+    /// 256-entry rings, up to 1024 handlers at once per connection, 4 MiB
+    /// per arena, same uid only, wait up to 30 s for response space,
+    /// errors printed to stderr.
     fn default() -> Self {
         ServerConfig {
             ring_entries: 256,
+            max_handlers: 1024,
             client_arena: 4 << 20,
             server_arena: 4 << 20,
             credentials: CredentialPolicy::SameUid,
@@ -249,6 +264,16 @@ impl ServerConfig {
     /// Entries in each ring (a power of two).
     pub fn ring_entries(mut self, n: u32) -> Self {
         self.ring_entries = n;
+        self
+    }
+
+    /// The most handler green threads one connection runs at once
+    /// (default 1024, at least 1). Calls beyond that queue (at most one
+    /// ringful; then the server stops taking requests off the ring until a
+    /// handler finishes) and run on the handler threads as they free up,
+    /// so a client cannot make the server create threads without bound.
+    pub fn max_handlers(mut self, n: usize) -> Self {
+        self.max_handlers = n.max(1);
         self
     }
 
@@ -487,17 +512,50 @@ impl Body {
     }
 }
 
-/// Sleep-with-backoff for retry loops (full ring or arena).
-struct Backoff(Duration);
+/// Retry pacing for loops that wait on the peer (a full ring): first
+/// [`SPIN`] of `yield_now` (the peer is usually busy draining), then
+/// sleeps from 20 µs doubling to 1 ms.
+struct Backoff {
+    start: Option<Instant>,
+    spins: u32,
+    sleeping: bool,
+    sleep: Duration,
+}
 
 impl Backoff {
     fn new() -> Self {
-        Backoff(Duration::from_micros(20))
+        Backoff {
+            start: None,
+            spins: 0,
+            sleeping: false,
+            sleep: Duration::from_micros(20),
+        }
+    }
+
+    /// Sleeps from the first snooze (for a caller that spun already).
+    fn sleeping() -> Self {
+        Backoff {
+            sleeping: true,
+            ..Backoff::new()
+        }
     }
 
     fn snooze(&mut self) {
-        crate::thread::sleep(self.0);
-        self.0 = (self.0 * 2).min(Duration::from_millis(1));
+        if !self.sleeping {
+            let start = *self.start.get_or_insert_with(Instant::now);
+            self.spins = self.spins.wrapping_add(1);
+            if self.spins % 16 != 0 {
+                crate::thread::yield_now();
+                return;
+            }
+            if start.elapsed() < SPIN {
+                yield_cpu();
+                return;
+            }
+            self.sleeping = true;
+        }
+        crate::thread::sleep(self.sleep);
+        self.sleep = (self.sleep * 2).min(Duration::from_millis(1));
     }
 }
 
@@ -524,13 +582,13 @@ impl Idle {
     fn new() -> Self {
         Idle {
             futex: true,
-            backoff: Backoff::new(),
+            backoff: Backoff::sleeping(),
         }
     }
 
     /// Entries arrived: the next sleep starts short again.
     fn reset(&mut self) {
-        self.backoff = Backoff::new();
+        self.backoff = Backoff::sleeping();
     }
 
     /// Waits until `rx` may have entries or `stop()` holds: spins for

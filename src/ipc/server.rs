@@ -1,6 +1,6 @@
 //! [`Server`]: accepts connections and runs a handler per call.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::Path;
@@ -32,8 +32,16 @@ type Handler = dyn Fn(&Request, &mut ResponseWriter) -> io::Result<()> + Send + 
 struct State {
     tx: Producer<Desc>,
     arena: Arena,
-    /// Ids of calls whose handler runs: a duplicate is a protocol error.
+    /// Ids of calls taken off the ring and not yet answered: a duplicate
+    /// is a protocol error.
     in_flight: HashSet<u64>,
+    /// Calls waiting for a handler thread.
+    queue: VecDeque<(u64, Body)>,
+    /// Handler green threads running.
+    handlers: usize,
+    /// Handlers waiting for arena space, woken when a `RELEASE` frees
+    /// some.
+    space_waiters: Vec<crate::thread::Thread>,
 }
 
 struct Conn {
@@ -45,6 +53,12 @@ struct Conn {
     wake_reader: Box<dyn Fn() + Send + Sync>,
     arena_full: ArenaFullPolicy,
     on_error: ErrorHook,
+    max_handlers: usize,
+    /// The most calls that wait in `State::queue` before the reader stops
+    /// popping requests.
+    max_queued: usize,
+    /// The reader green thread, unparked when the queue has room again.
+    reader: crate::thread::Thread,
 }
 
 impl Conn {
@@ -54,6 +68,11 @@ impl Conn {
             return;
         }
         (self.wake_reader)();
+        self.reader.unpark();
+        let waiters = std::mem::take(&mut self.state.lock().space_waiters);
+        for t in waiters {
+            t.unpark();
+        }
         let _ = self.sock.shutdown(std::net::Shutdown::Both);
         if let Some(e) = err {
             (self.on_error)(&e);
@@ -73,13 +92,18 @@ impl Conn {
             match d.opcode {
                 CALL => {
                     let body = Body::from_desc(&self.peer_mem, d)?;
-                    if !self.state.lock().in_flight.insert(d.id) {
+                    let mut st = self.state.lock();
+                    if !st.in_flight.insert(d.id) {
                         return Err(format!("duplicate call id {:#x} in flight", d.id));
                     }
-                    let conn = self.clone();
-                    let handler = handler.clone();
-                    let id = d.id;
-                    crate::spawn(move || conn.run(id, body, &*handler));
+                    st.queue.push_back((d.id, body));
+                    if st.handlers < self.max_handlers {
+                        st.handlers += 1;
+                        drop(st);
+                        let conn = self.clone();
+                        let handler = handler.clone();
+                        crate::spawn(move || conn.work(&*handler));
+                    }
                 }
                 RELEASE => {
                     let mut st = self.state.lock();
@@ -97,11 +121,51 @@ impl Conn {
                             }
                         })
                         .map_err(|e| format!("RELEASE: {e}"))?;
+                    let waiters = std::mem::take(&mut st.space_waiters);
+                    drop(st);
+                    for t in waiters {
+                        t.unpark();
+                    }
                 }
                 op => return Err(format!("unknown request opcode {op} (id {:#x})", d.id)),
             }
         }
         Ok(())
+    }
+
+    /// Room for more calls in the queue (the reader pops at most this
+    /// many descriptors).
+    fn room(&self) -> usize {
+        self.max_queued
+            .saturating_sub(self.state.lock().queue.len())
+    }
+
+    /// A handler green thread: runs queued calls until none is left.
+    fn work(&self, handler: &Handler) {
+        loop {
+            let (id, body) = {
+                let mut st = self.state.lock();
+                let next = if self.dead.load(Ordering::SeqCst) {
+                    None
+                } else {
+                    st.queue.pop_front()
+                };
+                match next {
+                    Some(call) => {
+                        if st.queue.len() + 1 == self.max_queued {
+                            // The reader may be waiting for room.
+                            self.reader.unpark();
+                        }
+                        call
+                    }
+                    None => {
+                        st.handlers -= 1;
+                        return;
+                    }
+                }
+            };
+            self.run(id, body, handler);
+        }
     }
 
     /// Runs one call's handler and sends its reply.
@@ -154,9 +218,8 @@ impl Conn {
         };
         let len = body.len() as u64;
         let start = Instant::now();
-        let mut backoff = Backoff::new();
         let a = loop {
-            {
+            let deadline = {
                 let mut st = self.state.lock();
                 if self.dead.load(Ordering::SeqCst) {
                     return Err(io::ErrorKind::BrokenPipe.into());
@@ -165,12 +228,18 @@ impl Conn {
                     Ok(a) => break a,
                     Err(_) => match self.arena_full {
                         ArenaFullPolicy::Wait(t)
-                            if start.elapsed() < t && len <= st.arena.capacity() => {}
+                            if start.elapsed() < t && len <= st.arena.capacity() =>
+                        {
+                            st.space_waiters.push(crate::thread::current());
+                            start + t
+                        }
                         _ => return Err(io::Error::from_raw_os_error(libc::ENOMEM)),
                     },
                 }
-            }
-            backoff.snooze();
+            };
+            // Woken by the next RELEASE (or at the deadline); the park
+            // token makes a wake-up between the unlock and here count.
+            crate::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
         };
         self.mem.copy_to(a.offset, &body)?;
         Ok(Out::Arena(a))
@@ -277,6 +346,9 @@ fn serve_connection(
             tx,
             arena,
             in_flight: HashSet::new(),
+            queue: VecDeque::new(),
+            handlers: 0,
+            space_waiters: Vec::new(),
         }),
         peer_mem: peer_arena,
         dead: AtomicBool::new(false),
@@ -286,6 +358,9 @@ fn serve_connection(
         }),
         arena_full: config.arena_full,
         on_error: config.on_error.clone(),
+        max_handlers: config.max_handlers,
+        max_queued: config.ring_entries.max(1) as usize,
+        reader: crate::thread::current(),
     });
     let w = conn.clone();
     crate::thread::Builder::new()
@@ -303,7 +378,15 @@ fn serve_connection(
     let mut idle = Idle::new();
     let stop = || conn.dead.load(Ordering::SeqCst);
     while !stop() {
-        let popped = rx.lock().pop_into(&mut buf);
+        let room = conn.room().min(buf.len());
+        if room == 0 {
+            // Every handler is busy and a ringful of calls waits: leave
+            // the rest on the ring (the client then waits for room) until
+            // a handler takes one. The timeout is a backstop.
+            crate::thread::park_timeout(super::IDLE_TIMEOUT);
+            continue;
+        }
+        let popped = rx.lock().pop_into(&mut buf[..room]);
         match popped {
             Err(e) => conn.violation(format!("request ring: {e}")),
             Ok(0) => {
