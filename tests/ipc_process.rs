@@ -31,6 +31,14 @@ fn child_server() {
         .unwrap()
         .serve(|req, resp| {
             let body = req.to_vec();
+            if body == b"PANIC" {
+                resp.write_all(&[1; 4000])?; // in place, then abandoned
+                panic!("the handler was asked to panic");
+            }
+            if body == b"NOENT" {
+                resp.write_all(&[1; 4000])?;
+                return Err(io::Error::from_raw_os_error(libc::ENOENT));
+            }
             if body == b"PEAK" {
                 return resp.write_all(&PEAK.load(Ordering::SeqCst).to_le_bytes());
             }
@@ -179,6 +187,31 @@ fn handler_threads_per_connection_are_capped() {
         let peak = client.call(b"PEAK").unwrap().to_vec();
         let peak = usize::from_le_bytes(peak.try_into().unwrap());
         assert_eq!(peak, 4, "handlers at once");
+    });
+}
+
+#[test]
+fn a_failing_or_panicking_handler_fails_only_its_call() {
+    if std::env::var_os("GREEN_IPC_SERVE").is_some() {
+        return;
+    }
+    let server = spawn_server("panic", &[("GREEN_IPC_SERVER_ARENA", "65536")]);
+    let path = server.path.clone();
+    watchdog(move || {
+        let client = Client::connect(&path).unwrap();
+        // More times than the 64 KiB arena holds the 4 KB each handler
+        // began writing in place: those bodies are freed.
+        for _ in 0..100 {
+            let err = client.call(b"NOENT").unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        }
+        for _ in 0..20 {
+            let err = client.call(b"PANIC").unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::Other, "{err}");
+        }
+        let big = pattern(60_000, 3);
+        assert_eq!(client.call(&big).unwrap().to_vec(), big);
+        assert!(!client.is_closed());
     });
 }
 

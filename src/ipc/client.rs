@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use slab::Slab;
 
+use super::blocks::Blocks;
 use super::{
     connect_socket, watch, ArenaFullPolicy, Backoff, Body, ClientConfig, Idle, Out, CALL, ERROR,
     INLINE, INLINE_MAX, PROTOCOL, RELEASE, REPLY,
 };
 use crate::ring::{Consumer, Producer, PushError};
-use crate::shm::{recv_fd, Alloc, Arena, ArenaMem, Desc, Endpoint, Region};
+use crate::shm::{recv_fd, Alloc, ArenaMem, Desc, Endpoint, Region};
 use crate::thread::Thread;
 
 /// How long a caller polls for its response before it parks.
@@ -119,7 +120,7 @@ struct Pending {
 
 struct State {
     tx: Producer<Desc>,
-    arena: Arena,
+    arena: Blocks,
     pending: Slab<Pending>,
     seq: u32,
     /// `RELEASE`s not yet on the ring (it was full).
@@ -178,8 +179,7 @@ impl State {
     /// Frees a body of ours and hands back the calls waiting for space
     /// (to wake once the lock is released).
     fn free_body(&mut self, offset: u64) -> Vec<SpaceWaiter> {
-        // Ours: cannot fail unless our own bookkeeping is wrong.
-        let _ = self.arena.free(offset);
+        self.arena.free(offset, None);
         std::mem::take(&mut self.space_waiters)
     }
 
@@ -498,7 +498,7 @@ impl Inner {
         };
         if let Some(off) = req {
             // Waiters for space are woken once the batch is done.
-            let _ = st.arena.free(off);
+            st.arena.free(off, None);
         }
         if st.pending[key].abandoned {
             st.pending.remove(key);
@@ -653,7 +653,7 @@ impl Client {
             mem: arena.mem().clone(),
             state: Mutex::new(State {
                 tx,
-                arena,
+                arena: Blocks::new(arena),
                 pending: Slab::new(),
                 seq: 0,
                 releases: Vec::new(),

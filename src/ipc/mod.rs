@@ -160,6 +160,7 @@ use parking_lot::Mutex;
 use crate::ring::{Consumer, RingError};
 use crate::shm::{Alloc, ArenaMem, CredentialPolicy, Desc};
 
+mod blocks;
 mod client;
 mod server;
 
@@ -244,12 +245,12 @@ impl fmt::Debug for ServerConfig {
 }
 
 impl Default for ServerConfig {
-    /// 256-entry rings, up to 1024 handlers at once per connection, 4 MiB
+    /// 1024-entry rings, up to 1024 handlers at once per connection, 4 MiB
     /// per arena, same uid only, wait up to 30 s for response space,
     /// errors printed to stderr.
     fn default() -> Self {
         ServerConfig {
-            ring_entries: 256,
+            ring_entries: 1024,
             max_handlers: 1024,
             client_arena: 4 << 20,
             server_arena: 4 << 20,

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
+use super::blocks::Blocks;
 use super::{
     watch, ArenaFullPolicy, Backoff, Body, ErrorHook, Idle, Out, ServerConfig, CALL, ERROR,
     INLINE_MAX, PROTOCOL, RELEASE, REPLY,
@@ -17,7 +18,7 @@ use super::{
 use crate::os::unix::net::{UnixListener, UnixStream};
 use crate::ring::{Producer, PushError};
 use crate::shm::{
-    peer_credentials, send_fd, Arena, ArenaMem, Desc, Endpoint, Region, RegionLayout,
+    peer_credentials, send_fd, Alloc, ArenaMem, Desc, Endpoint, Region, RegionLayout,
 };
 
 /// Listens on a Unix socket and serves IPC connections.
@@ -31,7 +32,7 @@ type Handler = dyn Fn(&Request, &mut ResponseWriter) -> io::Result<()> + Send + 
 
 struct State {
     tx: Producer<Desc>,
-    arena: Arena,
+    arena: Blocks,
     /// Ids of calls taken off the ring and not yet answered: a duplicate
     /// is a protocol error.
     in_flight: HashSet<u64>,
@@ -107,20 +108,13 @@ impl Conn {
                 }
                 RELEASE => {
                     let mut st = self.state.lock();
-                    st.arena
-                        .lookup(d.offset, d.len)
-                        .and_then(|a| {
-                            if a.offset == d.offset && a.len == d.len {
-                                st.arena.free(d.offset)
-                            } else {
-                                Err(crate::shm::UnknownAlloc {
-                                    offset: d.offset,
-                                    len: d.len,
-                                    freeing: true,
-                                })
-                            }
-                        })
-                        .map_err(|e| format!("RELEASE: {e}"))?;
+                    if !st.arena.free(d.offset, Some(d.len)) {
+                        return Err(format!(
+                            "RELEASE of offset {:#x}, length {}: not a response body \
+                             the client holds",
+                            d.offset, d.len
+                        ));
+                    }
                     let waiters = std::mem::take(&mut st.space_waiters);
                     drop(st);
                     for t in waiters {
@@ -141,7 +135,7 @@ impl Conn {
     }
 
     /// A handler green thread: runs queued calls until none is left.
-    fn work(&self, handler: &Handler) {
+    fn work(self: &Arc<Self>, handler: &Handler) {
         loop {
             let (id, body) = {
                 let mut st = self.state.lock();
@@ -169,10 +163,16 @@ impl Conn {
     }
 
     /// Runs one call's handler and sends its reply.
-    fn run(&self, id: u64, body: Body, handler: &Handler) {
+    fn run(self: &Arc<Self>, id: u64, body: Body, handler: &Handler) {
         let req = Request { body };
-        let mut w = ResponseWriter::default();
-        let res = handler(&req, &mut w);
+        let mut w = ResponseWriter {
+            body: Buf::default(),
+            conn: Some(self.clone()),
+        };
+        // A panicking handler fails its call (the panic is reported by
+        // the panic hook as usual); the connection goes on.
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&req, &mut w)))
+            .unwrap_or_else(|_| Err(io::Error::other("ipc handler panicked")));
         drop(req);
         let desc = match res.and_then(|()| self.place(w)) {
             Ok(out) => out.desc(id, REPLY),
@@ -209,11 +209,23 @@ impl Conn {
         }
     }
 
-    /// Where a response body goes: inline if short, else allocated and
-    /// written in our arena.
-    fn place(&self, w: ResponseWriter) -> io::Result<Out> {
-        let body = match w.body {
+    /// Where a response body goes: inline if short; written in place
+    /// already; else allocated and written in our arena.
+    fn place(&self, mut w: ResponseWriter) -> io::Result<Out> {
+        let body = match std::mem::take(&mut w.body) {
             Buf::Small(b, n) => return Ok(Out::Inline(b, n)),
+            Buf::Arena { offset, len, .. } => {
+                let mut st = self.state.lock();
+                if len as usize <= INLINE_MAX {
+                    let mut b = [0u8; INLINE_MAX];
+                    let n = len as usize;
+                    self.mem.copy_from(offset, &mut b[..n])?;
+                    st.arena.free(offset, None);
+                    return Ok(Out::Inline(b, n as u8));
+                }
+                st.arena.set_len(offset, len);
+                return Ok(Out::Arena(Alloc { offset, len }));
+            }
             Buf::Vec(v) => v,
         };
         let len = body.len() as u64;
@@ -243,6 +255,19 @@ impl Conn {
         };
         self.mem.copy_to(a.offset, &body)?;
         Ok(Out::Arena(a))
+    }
+
+    /// A block of at least `len` bytes for a body written in place, if
+    /// the arena has room now: (offset, capacity).
+    fn try_block(&self, len: u64) -> Option<(u64, u64)> {
+        let mut st = self.state.lock();
+        let a = st.arena.alloc(len).ok()?;
+        let cap = st.arena.reserved(a.offset).unwrap_or(len);
+        Some((a.offset, cap))
+    }
+
+    fn free_block(&self, offset: u64) {
+        self.state.lock().arena.free(offset, None);
     }
 }
 
@@ -344,7 +369,7 @@ fn serve_connection(
         mem: arena.mem().clone(),
         state: Mutex::new(State {
             tx,
-            arena,
+            arena: Blocks::new(arena),
             in_flight: HashSet::new(),
             queue: VecDeque::new(),
             handlers: 0,
@@ -456,17 +481,38 @@ impl std::fmt::Debug for Request {
 }
 
 /// Collects a handler's response body ([`io::Write`]). A body of up to
-/// [`INLINE_MAX`] bytes travels inside the reply descriptor; a longer one
-/// is copied into the server arena once the handler returns.
-#[derive(Debug, Default)]
+/// [`INLINE_MAX`] bytes travels inside the reply descriptor. A longer one
+/// is written straight into the server arena when there is room for it
+/// there (announce its size with [`reserve`](Self::reserve) and it takes
+/// one block; without a hint the first block is the size written so far,
+/// rounded up to a power of two up to 64 KiB); past its block, or when the
+/// arena is full, it is collected in memory and copied into the arena once
+/// the handler returns (waiting for room per
+/// [`ArenaFullPolicy`](super::ArenaFullPolicy)).
+#[derive(Default)]
 pub struct ResponseWriter {
     body: Buf,
+    conn: Option<Arc<Conn>>,
+}
+
+impl std::fmt::Debug for ResponseWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseWriter")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
 enum Buf {
     Small([u8; INLINE_MAX], u8),
     Vec(Vec<u8>),
+    /// In place in the server arena: `len` of `cap` bytes written.
+    Arena {
+        offset: u64,
+        cap: u64,
+        len: u64,
+    },
 }
 
 impl Default for Buf {
@@ -481,6 +527,7 @@ impl ResponseWriter {
         match &self.body {
             Buf::Small(_, n) => usize::from(*n),
             Buf::Vec(v) => v.len(),
+            Buf::Arena { len, .. } => *len as usize,
         }
     }
 
@@ -489,18 +536,58 @@ impl ResponseWriter {
         self.len() == 0
     }
 
-    /// Reserves room for `additional` more bytes.
+    /// Reserves room for `additional` more bytes: with the final size
+    /// known, a long body is written in place in the arena.
     pub fn reserve(&mut self, additional: usize) {
         let want = self.len().saturating_add(additional);
         match &mut self.body {
             Buf::Small(..) if want <= INLINE_MAX => {}
-            Buf::Small(b, n) => {
-                let mut v = Vec::with_capacity(want);
-                v.extend_from_slice(&b[..usize::from(*n)]);
-                self.body = Buf::Vec(v);
-            }
+            Buf::Arena { cap, .. } if want as u64 <= *cap => {}
             Buf::Vec(v) => v.reserve(additional),
+            _ => self.grow(want, &[]),
         }
+    }
+
+    /// Moves the body to a place with room for `want` bytes and appends
+    /// `tail`: an arena block if there is room, else a `Vec`.
+    fn grow(&mut self, want: usize, tail: &[u8]) {
+        let old = std::mem::take(&mut self.body);
+        let (head, n) = match &old {
+            Buf::Small(b, n) => (Some(b), usize::from(*n)),
+            Buf::Arena { len, .. } => (None, *len as usize),
+            Buf::Vec(v) => (None, v.len()),
+        };
+        let in_arena = match (&old, &self.conn) {
+            (Buf::Small(..), Some(conn)) => conn.try_block(want as u64),
+            _ => None,
+        };
+        if let (Some((offset, cap)), Some(conn), Some(head)) = (in_arena, &self.conn, head) {
+            // Our fresh block, in bounds: copies cannot fail.
+            let ok = conn.mem.copy_to(offset, &head[..n]).is_ok()
+                && conn.mem.copy_to(offset + n as u64, tail).is_ok();
+            if ok {
+                self.body = Buf::Arena {
+                    offset,
+                    cap,
+                    len: (n + tail.len()) as u64,
+                };
+                return;
+            }
+            conn.free_block(offset);
+        }
+        let mut v = Vec::with_capacity(want.max(n + tail.len()));
+        match (&old, &self.conn) {
+            (Buf::Small(b, _), _) => v.extend_from_slice(&b[..n]),
+            (Buf::Vec(old_v), _) => v.extend_from_slice(old_v),
+            (Buf::Arena { offset, .. }, Some(conn)) => {
+                v.resize(n, 0);
+                let _ = conn.mem.copy_from(*offset, &mut v);
+                conn.free_block(*offset);
+            }
+            (Buf::Arena { .. }, None) => {}
+        }
+        v.extend_from_slice(tail);
+        self.body = Buf::Vec(v);
     }
 }
 
@@ -512,19 +599,29 @@ impl io::Write for ResponseWriter {
                 b[at..at + buf.len()].copy_from_slice(buf);
                 *n += buf.len() as u8;
             }
-            Buf::Small(b, n) => {
-                let mut v = Vec::with_capacity(usize::from(*n) + buf.len());
-                v.extend_from_slice(&b[..usize::from(*n)]);
-                v.extend_from_slice(buf);
-                self.body = Buf::Vec(v);
+            Buf::Arena { offset, cap, len } if *len + buf.len() as u64 <= *cap => {
+                if let Some(conn) = &self.conn {
+                    conn.mem.copy_to(*offset + *len, buf)?;
+                }
+                *len += buf.len() as u64;
             }
             Buf::Vec(v) => v.extend_from_slice(buf),
+            _ => self.grow(self.len() + buf.len(), buf),
         }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+impl Drop for ResponseWriter {
+    fn drop(&mut self) {
+        // A body written in place that is not sent (the handler failed).
+        if let (Buf::Arena { offset, .. }, Some(conn)) = (&self.body, &self.conn) {
+            conn.free_block(*offset);
+        }
     }
 }
 
@@ -549,7 +646,7 @@ mod tests {
                 want.push(3);
                 assert_eq!(v, &want);
             }
-            Buf::Small(..) => panic!("17 bytes stayed inline"),
+            other => panic!("17 bytes with no arena went to {other:?}"),
         }
         let mut w = ResponseWriter::default();
         w.write_all(&[5; 3]).unwrap();
