@@ -27,7 +27,8 @@
 //! - The green server (`Server::serve`, 1024-entry rings, 1.25 GiB arenas:
 //!   room for 200 calls of 4 MiB in flight each way) checks the request in
 //!   place (`Request::as_bytes_unchecked`) and writes the response through
-//!   the `ResponseWriter`, which the library then copies into its arena.
+//!   the `ResponseWriter` after `reserve(len)`, which puts it straight
+//!   into the server arena.
 //! - **tokio_uds**, **tokio_uring_uds**, **monoio_uds**, **std_uds**: one
 //!   Unix stream per caller (200 connections). A connection opens with a
 //!   `u32` buf_size, then carries fixed-size frames (header + body) with no
@@ -45,9 +46,12 @@
 //! length (three at 1 MiB and up, so that first touches of freshly mapped
 //! memory are not timed; see BENCHMARKS.md). The single-caller
 //! round trip is one caller doing 20,000 calls of 4 B (after 5,000 warm-up
-//! calls) in each of 5 sessions, each on a fresh connection; a session's
-//! p50 and p99 are printed, the median, lowest and highest session p50 go
-//! to the CSV.
+//! calls) in each of 5 sessions, each on a fresh connection, with the
+//! server process pinned to CPU 0 and the client's threads to CPU 1 (the
+//! usual setup for a latency measurement; unpinned, where the kernel puts
+//! the two spinning threads varies between sessions); a session's p50 and
+//! p99 are printed, the median, lowest and highest session p50 go to the
+//! CSV. The 200-caller runs are not pinned.
 //!
 //! `cargo bench --bench ipc [-- SYSTEM...]` runs it (a few minutes), prints
 //! `ipc/<size>/<system>` lines and a table, and writes
@@ -874,18 +878,30 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(sys: System) -> ServerProcess {
+    /// Starts `sys`'s server, on CPU `cpu` only if given.
+    fn start(sys: System, cpu: Option<usize>) -> ServerProcess {
+        use std::os::unix::process::CommandExt;
         let path = format!(
             "/tmp/green-ipc-bench-{}-{}.sock",
             std::process::id(),
             sys.name()
         );
-        let mut child = Command::new(std::env::current_exe().expect("current_exe"))
-            .env(SERVER_ENV, format!("{} {path}", sys.server()))
+        let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
+        cmd.env(SERVER_ENV, format!("{} {path}", sys.server()))
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn server");
+            .stdout(Stdio::piped());
+        if let Some(cpu) = cpu {
+            // SAFETY: runs in the child between fork and exec, and only
+            // calls sched_setaffinity (async-signal-safe) on a set built
+            // on the stack; every thread the server starts inherits it.
+            unsafe {
+                cmd.pre_exec(move || {
+                    pin_thread(0, &[cpu]);
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("spawn server");
         let mut line = String::new();
         let out = child.stdout.take().unwrap();
         let _ = io::BufReader::new(out).read_line(&mut line);
@@ -904,6 +920,38 @@ impl Drop for ServerProcess {
 }
 
 // ---------------------------------------------------------------- driver
+
+/// Sets thread `tid`'s CPUs (0: the calling thread); errors are ignored
+/// (a CPU the machine lacks leaves the thread where it was).
+fn pin_thread(tid: libc::pid_t, cpus: &[usize]) {
+    // SAFETY: cpu_set_t is plain data; CPU_SET ignores CPUs beyond its
+    // size, and sched_setaffinity reads exactly size_of::<cpu_set_t>()
+    // bytes of it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Sets the CPUs of every thread of this process (runtimes started
+/// earlier included); threads started later inherit them from theirs.
+fn pin_process(cpus: &[usize]) {
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for t in tasks.flatten() {
+            if let Some(tid) = t.file_name().to_str().and_then(|s| s.parse().ok()) {
+                pin_thread(tid, cpus);
+            }
+        }
+    }
+}
+
+/// Every CPU the machine may have (the kernel keeps the online ones).
+fn all_cpus() -> Vec<usize> {
+    (0..1024).collect()
+}
 
 fn calls_per_caller(size: usize) -> usize {
     (RUN_BYTES / (CALLERS * size)).clamp(MIN_CALLS_PER_CALLER, MAX_CALLS_PER_CALLER)
@@ -969,10 +1017,11 @@ fn main() {
     };
     let mut rows = Vec::new();
     for &sys in &systems {
-        let server = ServerProcess::start(sys);
         // Single caller, 4 B: several sessions (a fresh connection each),
         // since where the runtime places the caller and the reader differs
-        // between sessions.
+        // between sessions. Server on CPU 0, client on CPU 1.
+        let server = ServerProcess::start(sys, Some(0));
+        pin_process(&[1]);
         let (n, sessions) = if measuring {
             (RTT_CALLS, RTT_SESSIONS)
         } else {
@@ -990,6 +1039,9 @@ fn main() {
             );
             p50s.push(pct(0.5) as f64);
         }
+        drop(server);
+        pin_process(&all_cpus());
+        let server = ServerProcess::start(sys, None);
         p50s.sort_by(f64::total_cmp);
         rows.push(Row {
             group: "rtt",
