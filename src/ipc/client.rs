@@ -245,6 +245,19 @@ impl Inner {
         let _ = self.sock.shutdown(std::net::Shutdown::Both);
     }
 
+    /// A caller stops polling the response ring (`done`: it has its
+    /// result). The last poller to leave hands the ring back to the reader
+    /// if any call still waits. Every call counts as a poller from before
+    /// its push until it stops polling, so a waiting call nobody polls for
+    /// has passed through here.
+    fn stop_polling(&self, done: bool) {
+        if self.pollers.fetch_sub(1, Ordering::SeqCst) == 1
+            && (!done || !self.state.lock().pending.is_empty())
+        {
+            self.unpark_reader();
+        }
+    }
+
     fn unpark_reader(&self) {
         if let Some(t) = self.reader.get() {
             t.unpark();
@@ -335,7 +348,6 @@ impl Inner {
         let key = entry.key();
         let id = u64::from(seq) << 32 | key as u64;
         let desc = body.desc(id, CALL);
-        let blocking = matches!(waiter, Some(Waiter::Slot(_)));
         match st.tx.push(desc) {
             Ok(()) => {}
             Err(PushError::Full(_)) => return Ok(None),
@@ -354,12 +366,6 @@ impl Inner {
         });
         st.seq = seq.wrapping_add(1);
         let _ = st.tx.notify();
-        drop(st);
-        if !blocking && self.pollers.load(Ordering::SeqCst) == 0 {
-            // A future's response: nobody polls the ring, so make sure
-            // the reader is not standing aside.
-            self.unpark_reader();
-        }
         Ok(Some(key))
     }
 
@@ -368,16 +374,29 @@ impl Inner {
     fn call(self: &Arc<Self>, body: Out) -> io::Result<Response> {
         let slot = CallSlot::new();
         let mut waiter = Some(Waiter::Slot(SlotRef(NonNull::from(&slot))));
-        let mut backoff = Backoff::new();
-        while self.try_push(body, &mut waiter)?.is_none() {
-            backoff.snooze();
-        }
-        // First the caller polls the response ring itself for a short
-        // while: a fast response then goes from the ring to this thread
-        // with no hand-off (no park/unpark, which is a cross-carrier
-        // wake-up when the reader runs on another carrier, and no reader
-        // spinning on another CPU meanwhile).
+        // The caller polls the response ring itself from before its push
+        // until its response comes or a short while passes: a fast
+        // response then goes from the ring to this thread with no hand-off
+        // (no park/unpark, which is a cross-carrier wake-up when the reader
+        // runs on another carrier, and no reader spinning on another CPU
+        // meanwhile).
         self.pollers.fetch_add(1, Ordering::SeqCst);
+        let mut backoff = Backoff::new();
+        loop {
+            match self.try_push(body, &mut waiter) {
+                Ok(Some(_)) => break,
+                Ok(None) => {
+                    // The request ring is full: keep responses flowing
+                    // while waiting for room.
+                    self.poll_ring();
+                    backoff.snooze();
+                }
+                Err(e) => {
+                    self.stop_polling(true);
+                    return Err(e);
+                }
+            }
+        }
         let start = Instant::now();
         let mut polls = 0u32;
         while !slot.done.load(Ordering::Acquire) {
@@ -387,21 +406,14 @@ impl Inner {
             }
             polls = polls.wrapping_add(1);
             if polls % 16 == 0 {
-                if polls % 16 == 0 && start.elapsed() >= CALLER_SPIN {
+                if start.elapsed() >= CALLER_SPIN {
                     break;
                 }
                 super::yield_cpu();
             }
             crate::thread::yield_now();
         }
-        // The last poller to leave hands the ring back to the reader if
-        // any call still waits (SeqCst: a call pushed by a future after
-        // its `pollers` check either sees us or is seen here).
-        if self.pollers.fetch_sub(1, Ordering::SeqCst) == 1
-            && (!slot.done.load(Ordering::Acquire) || !self.state.lock().pending.is_empty())
-        {
-            self.unpark_reader();
-        }
+        self.stop_polling(slot.done.load(Ordering::Acquire));
         while !slot.done.load(Ordering::Acquire) {
             crate::thread::park();
         }
@@ -951,8 +963,14 @@ enum FutState {
     Start(Vec<u8>, Instant, Option<Pin<Box<crate::time::Sleep>>>),
     /// Written (inline or in the arena), not yet pushed.
     Push(Out),
-    /// On the ring, waiting for the response.
-    Waiting(usize),
+    /// On the ring, waiting for the response; while `spin` is set, the
+    /// future polls the ring itself (as a blocking caller does) until
+    /// that deadline.
+    Waiting {
+        key: usize,
+        spin: Option<Instant>,
+        polls: u32,
+    },
     Failed(io::Error),
     Done,
 }
@@ -1008,8 +1026,21 @@ impl Future for CallFuture {
                 }
                 FutState::Push(body) => {
                     let mut w = Some(Waiter::Waker(Some(cx.waker().clone())));
-                    match inner.try_push(body, &mut w) {
-                        Ok(Some(key)) => this.state = FutState::Waiting(key),
+                    // A poller from before the push: the reader stands
+                    // aside only while someone polls the ring.
+                    inner.pollers.fetch_add(1, Ordering::SeqCst);
+                    let pushed = inner.try_push(body, &mut w);
+                    if !matches!(pushed, Ok(Some(_))) {
+                        inner.stop_polling(true);
+                    }
+                    match pushed {
+                        Ok(Some(key)) => {
+                            this.state = FutState::Waiting {
+                                key,
+                                spin: Some(Instant::now() + CALLER_SPIN),
+                                polls: 0,
+                            };
+                        }
                         Ok(None) => {
                             this.state = FutState::Push(body);
                             cx.waker().wake_by_ref();
@@ -1018,15 +1049,38 @@ impl Future for CallFuture {
                         Err(e) => return Poll::Ready(Err(e)),
                     }
                 }
-                FutState::Waiting(key) => {
+                FutState::Waiting {
+                    key,
+                    mut spin,
+                    mut polls,
+                } => {
+                    if spin.is_some() {
+                        inner.poll_ring();
+                    }
                     let mut st = inner.state.lock();
                     if let Some(r) = st.pending[key].result.take() {
                         st.pending.remove(key);
                         drop(st);
+                        if spin.is_some() {
+                            inner.stop_polling(true);
+                        }
                         return Poll::Ready(inner.finish(r));
                     }
                     st.pending[key].waiter = Waiter::Waker(Some(cx.waker().clone()));
-                    this.state = FutState::Waiting(key);
+                    drop(st);
+                    if let Some(until) = spin {
+                        polls = polls.wrapping_add(1);
+                        if polls % 16 == 0 && Instant::now() >= until {
+                            spin = None;
+                            inner.stop_polling(false);
+                        } else {
+                            if polls % 16 == 0 {
+                                super::yield_cpu();
+                            }
+                            cx.waker().wake_by_ref();
+                        }
+                    }
+                    this.state = FutState::Waiting { key, spin, polls };
                     return Poll::Pending;
                 }
                 FutState::Failed(e) => return Poll::Ready(Err(e)),
@@ -1040,7 +1094,10 @@ impl Drop for CallFuture {
     fn drop(&mut self) {
         match std::mem::replace(&mut self.state, FutState::Done) {
             FutState::Push(Out::Arena(a)) => self.inner.free_body(a.offset),
-            FutState::Waiting(key) => {
+            FutState::Waiting { key, spin, .. } => {
+                if spin.is_some() {
+                    self.inner.stop_polling(false);
+                }
                 let mut st = self.inner.state.lock();
                 match st.pending[key].result.take() {
                     Some(r) => {
