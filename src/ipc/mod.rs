@@ -42,7 +42,7 @@
 //!           server set need_wakeup)                                              body in bounds
 //!   unlock                                                                       green::spawn(handler)
 //!  poll the response ring itself                                                   handler(&Request,
-//!   (up to CALLER_SPIN; meanwhile the                                                     &mut ResponseWriter)
+//!   (up to 50 µs; meanwhile the                                                           &mut ResponseWriter)
 //!   reader green thread stands aside)                                              (may block: files,
 //!                                                                                   sockets, other IPC)
 //!                                      [server arena: body] <-----------------    > 16 bytes: alloc+copy
