@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::Path;
 use std::pin::Pin;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -43,21 +43,66 @@ enum Waiter {
 }
 
 /// Where a blocking call's result is delivered: on the caller's stack.
-/// The caller polls `done` without taking the connection's lock, and
-/// leaves (freeing the slot) only once `done` is set.
+/// The caller polls `state` without taking the connection's lock, and
+/// leaves (freeing the slot) only once it is [`DONE`].
+///
+/// `state` goes `POLLING -> DONE` (delivered while the caller polls: no
+/// wake-up needed), or `POLLING -> PARKING` (the caller stored its
+/// `thread` and will park) `-> DONE` (the deliverer unparks it). Both
+/// sides move it with compare-exchange, so a delivery never misses a
+/// parked caller, and a caller that got its result while polling never
+/// needed a handle to its thread.
 struct CallSlot {
-    done: AtomicBool,
+    state: AtomicU8,
     result: UnsafeCell<Option<io::Result<Desc>>>,
-    thread: Thread,
+    /// Set by the caller before `PARKING`, read by the deliverer after.
+    thread: UnsafeCell<Option<Thread>>,
 }
+
+const POLLING: u8 = 0;
+const PARKING: u8 = 1;
+const DONE: u8 = 2;
 
 impl CallSlot {
     fn new() -> CallSlot {
         CallSlot {
-            done: AtomicBool::new(false),
+            state: AtomicU8::new(POLLING),
             result: UnsafeCell::new(None),
-            thread: crate::thread::current(),
+            thread: UnsafeCell::new(None),
         }
+    }
+
+    fn is_done(&self) -> bool {
+        self.state.load(Ordering::Acquire) == DONE
+    }
+
+    /// Waits (parked) until the result is delivered.
+    fn park_until_done(&self) {
+        // SAFETY: the deliverer reads `thread` only after seeing PARKING,
+        // which is published (Release) after this write; before that only
+        // this thread touches it.
+        unsafe { *self.thread.get() = Some(crate::thread::current()) };
+        if self
+            .state
+            .compare_exchange(POLLING, PARKING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return; // DONE meanwhile
+        }
+        while !self.is_done() {
+            crate::thread::park();
+        }
+    }
+
+    /// Takes the delivered result.
+    ///
+    /// # Safety
+    ///
+    /// Only after [`is_done`](Self::is_done) returned true.
+    unsafe fn take_result(&self) -> Option<io::Result<Desc>> {
+        // SAFETY: DONE is set (Release) after the one deliverer wrote
+        // `result` and never touches the slot again; the caller's contract.
+        unsafe { (*self.result.get()).take() }
     }
 }
 
@@ -68,26 +113,38 @@ impl CallSlot {
 struct SlotRef(NonNull<CallSlot>);
 
 // SAFETY: a `SlotRef` only travels from the caller to the thread that
-// delivers the result; `CallSlot`'s fields are `Sync` (an atomic, a
-// `Thread`) except `result`, which is written by the one deliverer before
-// `done` is set (Release) and read by the caller after it sees `done`
-// (Acquire).
+// delivers the result; `CallSlot`'s `state` is atomic, `result` is
+// written by the one deliverer before DONE is set (Release) and read by
+// the caller after it sees DONE (Acquire), and `thread` is written by
+// the caller before PARKING is set (Release) and read by the deliverer
+// after it sees PARKING (Acquire).
 unsafe impl Send for SlotRef {}
 
 impl SlotRef {
-    /// Writes the result, sets `done`, wakes the caller.
+    /// Writes the result, sets DONE, wakes the caller if it parks.
     fn deliver(self, r: io::Result<Desc>) {
-        // SAFETY: the caller keeps the slot alive until `done` is set
-        // (`Inner::wait` returns only then), and this is the only
-        // `SlotRef` to it (see the type's docs).
+        // SAFETY: the caller keeps the slot alive until DONE is set (it
+        // returns only then), and this is the only `SlotRef` to it (see
+        // the type's docs).
         let slot = unsafe { self.0.as_ref() };
-        // SAFETY: the caller reads `result` only after seeing `done`,
-        // which is set below; nobody else touches it.
+        // SAFETY: the caller reads `result` only after seeing DONE, which
+        // is set below; nobody else touches it.
         unsafe { *slot.result.get() = Some(r) };
-        let thread = slot.thread.clone();
-        slot.done.store(true, Ordering::Release);
+        if slot
+            .state
+            .compare_exchange(POLLING, DONE, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            return; // the caller was polling: it sees DONE by itself
+        }
+        // PARKING: the caller stored its thread first and waits for DONE.
+        // SAFETY: see the type's docs; the slot is alive until DONE.
+        let thread = unsafe { (*slot.thread.get()).take() };
+        slot.state.store(DONE, Ordering::Release);
         // The slot may be gone from here on.
-        thread.unpark();
+        if let Some(t) = thread {
+            t.unpark();
+        }
     }
 }
 
@@ -397,29 +454,28 @@ impl Inner {
                 }
             }
         }
-        let start = Instant::now();
+        // The clock is first read at the 16th poll: most responses come
+        // sooner, and reading it costs more than a poll.
+        let mut start = None;
         let mut polls = 0u32;
-        while !slot.done.load(Ordering::Acquire) {
+        while !slot.is_done() {
             self.poll_ring();
-            if slot.done.load(Ordering::Acquire) {
+            if slot.is_done() {
                 break;
             }
             polls = polls.wrapping_add(1);
             if polls % 16 == 0 {
-                if start.elapsed() >= CALLER_SPIN {
+                if start.get_or_insert_with(Instant::now).elapsed() >= CALLER_SPIN {
                     break;
                 }
                 super::yield_cpu();
             }
             crate::thread::yield_now();
         }
-        self.stop_polling(slot.done.load(Ordering::Acquire));
-        while !slot.done.load(Ordering::Acquire) {
-            crate::thread::park();
-        }
-        // SAFETY: `done` is set (Acquire) after the one deliverer wrote
-        // `result` and never touches the slot again.
-        let r = unsafe { (*slot.result.get()).take() };
+        self.stop_polling(slot.is_done());
+        slot.park_until_done();
+        // SAFETY: `park_until_done` returns only once the slot is DONE.
+        let r = unsafe { slot.take_result() };
         self.finish(
             r.unwrap_or_else(|| Err(io::Error::other("ipc call finished without a result"))),
         )
@@ -1122,5 +1178,45 @@ impl Drop for CallFuture {
 impl std::fmt::Debug for CallFuture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallFuture").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc(id: u64) -> Desc {
+        Desc {
+            id,
+            opcode: REPLY,
+            ..Desc::default()
+        }
+    }
+
+    #[test]
+    fn a_slot_gets_its_result_whether_the_caller_polls_or_parks() {
+        // Delivered while the caller polls.
+        let slot = CallSlot::new();
+        SlotRef(NonNull::from(&slot)).deliver(Ok(desc(1)));
+        assert!(slot.is_done());
+        slot.park_until_done(); // returns at once
+                                // SAFETY: done.
+        assert_eq!(unsafe { slot.take_result() }.unwrap().unwrap().id, 1);
+
+        // Delivered from another thread, before or after the caller parks.
+        for delay_ms in [0, 20] {
+            let slot = CallSlot::new();
+            let r = SlotRef(NonNull::from(&slot));
+            std::thread::scope(|s| {
+                s.spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+                    r.deliver(Ok(desc(2)));
+                });
+                slot.park_until_done();
+                assert!(slot.is_done());
+            });
+            // SAFETY: done.
+            assert_eq!(unsafe { slot.take_result() }.unwrap().unwrap().id, 2);
+        }
     }
 }
