@@ -139,6 +139,18 @@ fn round_trips_at_every_size() {
                     let mut buf = vec![0u8; size];
                     assert_eq!(resp.read_into(&mut buf), size);
                     assert_eq!(buf, req);
+                    // In pieces.
+                    let mut pieces = Vec::new();
+                    let mut chunk = [0u8; 4093];
+                    loop {
+                        let n = resp.read_at(pieces.len(), &mut chunk);
+                        if n == 0 {
+                            break;
+                        }
+                        pieces.extend_from_slice(&chunk[..n]);
+                    }
+                    assert_eq!(pieces, req);
+                    assert_eq!(resp.read_at(size + 1, &mut chunk), 0);
                 }
                 // In place.
                 let req = pattern(size, 99);

@@ -485,15 +485,24 @@ impl Body {
     }
 
     fn read_into(&self, dst: &mut [u8]) -> usize {
-        let n = dst.len().min(self.len());
+        self.read_at(0, dst)
+    }
+
+    /// Copies bytes from `pos` on into `dst` (as many as both have);
+    /// returns how many (0 at or past the end).
+    fn read_at(&self, pos: usize, dst: &mut [u8]) -> usize {
+        let n = dst.len().min(self.len().saturating_sub(pos));
+        if n == 0 {
+            return 0;
+        }
         match self {
-            Body::Inline(b, _) => dst[..n].copy_from_slice(&b[..n]),
-            Body::Shared { mem, offset, .. } if n > 0 => {
-                // Bounds were checked when the descriptor arrived.
-                mem.copy_from(*offset, &mut dst[..n])
+            Body::Inline(b, _) => dst[..n].copy_from_slice(&b[pos..pos + n]),
+            Body::Shared { mem, offset, .. } => {
+                // Bounds were checked when the descriptor arrived, and
+                // pos + n <= len.
+                mem.copy_from(offset + pos as u64, &mut dst[..n])
                     .expect("body bounds checked on arrival");
             }
-            Body::Shared { .. } => {}
         }
         n
     }
@@ -739,6 +748,11 @@ mod tests {
                 None,
                 "inline bodies are never released"
             );
+            let mut tail = [0u8; INLINE_MAX];
+            for pos in 0..=n + 1 {
+                let got = body.read_at(pos, &mut tail);
+                assert_eq!(&tail[..got], &bytes[pos.min(n)..]);
+            }
         }
         assert!(Out::inline(&[0; INLINE_MAX + 1]).is_none());
     }

@@ -461,6 +461,13 @@ impl Request {
         self.body.read_into(dst)
     }
 
+    /// Copies the bytes from `pos` on into `dst` (at most to the end of
+    /// the body); returns how many, 0 at or past the end. For reading a
+    /// large body in pieces through a small buffer.
+    pub fn read_at(&self, pos: usize, dst: &mut [u8]) -> usize {
+        self.body.read_at(pos, dst)
+    }
+
     /// The body without a copy.
     ///
     /// # Safety
