@@ -20,6 +20,12 @@
 //!   tasks, on the default runtime (one carrier per CPU). Request bytes are
 //!   filled in a caller's buffer and copied in by `call`; responses are
 //!   copied out with `read_into` (the safe API).
+//! - **green_in_place**: as green, with the safe API's in-place calls:
+//!   the request is written into the arena with
+//!   `RequestBuilder::write_at` from a 4 KiB buffer, the response read
+//!   back with `Response::read_at` through the same buffer and checked
+//!   piece by piece (the data crosses shared memory once each way, as
+//!   with shmipc).
 //! - **green_zero_copy**: as green, but the request is filled in place in
 //!   the arena (`request_builder` + `as_mut_bytes_unchecked`) and the
 //!   response checked in place (`Response::as_bytes_unchecked`): the
@@ -95,6 +101,7 @@ const GREEN_ARENA: u64 = 1280 << 20;
 enum System {
     Green,
     GreenAsync,
+    GreenInPlace,
     GreenZeroCopy,
     Tokio,
     Std,
@@ -105,9 +112,10 @@ enum System {
 
 impl System {
     /// In the order they run (and appear in the table).
-    const ALL: [System; 8] = [
+    const ALL: [System; 9] = [
         System::Green,
         System::GreenAsync,
+        System::GreenInPlace,
         System::GreenZeroCopy,
         System::Tokio,
         System::Std,
@@ -120,6 +128,7 @@ impl System {
         match self {
             System::Green => "green",
             System::GreenAsync => "green_async",
+            System::GreenInPlace => "green_in_place",
             System::GreenZeroCopy => "green_zero_copy",
             System::Tokio => "tokio_uds",
             System::Std => "std_uds",
@@ -132,7 +141,9 @@ impl System {
     /// The server the child runs: both green front ends call the same one.
     fn server(self) -> &'static str {
         match self {
-            System::GreenAsync | System::GreenZeroCopy => System::Green.name(),
+            System::GreenAsync | System::GreenInPlace | System::GreenZeroCopy => {
+                System::Green.name()
+            }
             s => s.name(),
         }
     }
@@ -248,7 +259,7 @@ fn run_client(
     record: bool,
 ) -> Measured {
     match sys {
-        System::Green | System::GreenAsync | System::GreenZeroCopy => {
+        System::Green | System::GreenAsync | System::GreenInPlace | System::GreenZeroCopy => {
             green_client(sys, path, size, callers, runs, record)
         }
         System::Tokio => tokio_client(path, size, callers, runs, record),
@@ -278,7 +289,43 @@ fn green_client(
             .drain(..)
             .map(|mut c| {
                 let client = client.clone();
-                if sys == System::GreenZeroCopy {
+                if sys == System::GreenInPlace {
+                    green::spawn(move || {
+                        let mut chunk = [0u8; 4096];
+                        for i in 0..n {
+                            let t = record.then(Instant::now);
+                            let hdr = ((c.id as i32) << 20) ^ i as i32;
+                            // Written in place, through the safe API, from
+                            // a small buffer.
+                            let mut b = client.request_builder(4 + size).expect("builder");
+                            b.write_at(0, &hdr.to_le_bytes()).expect("write_at");
+                            chunk.fill(body_byte(hdr));
+                            let mut pos = 0;
+                            while pos < size {
+                                let k = (size - pos).min(chunk.len());
+                                b.write_at(4 + pos, &chunk[..k]).expect("write_at");
+                                pos += k;
+                            }
+                            let r = b.call().expect("call");
+                            // Checked in pieces through the same buffer.
+                            assert_eq!(r.len(), 4 + size, "response length");
+                            let mut h = [0u8; 4];
+                            r.read_at(0, &mut h);
+                            assert_eq!(i32::from_le_bytes(h), !hdr, "response to another call");
+                            let want = body_byte(!hdr);
+                            let mut pos = 4;
+                            while pos < 4 + size {
+                                let k = r.read_at(pos, &mut chunk);
+                                let bad = chunk[..k].iter().fold(0u8, |acc, &x| acc | (x ^ want));
+                                assert_eq!(bad, 0, "response body corrupt");
+                                pos += k;
+                            }
+                            drop(r);
+                            c.record(t);
+                        }
+                        c
+                    })
+                } else if sys == System::GreenZeroCopy {
                     green::spawn(move || {
                         for i in 0..n {
                             let t = record.then(Instant::now);
