@@ -51,7 +51,16 @@
 //! (`statx`: std's [`Metadata`] cannot be built from outside std),
 //! [`File::try_clone`] (`fcntl`), [`File::set_permissions`] (`fchmod`),
 //! [`File::set_times`]/[`File::set_modified`], and `Drop` of a [`File`]
-//! (`close(2)`: it does not wait for write-back, so it does not block).
+//! (`close(2)`). Closing usually takes microseconds, but not always: on
+//! ext4 (and XFS, btrfs) the last close of a file that was truncated and
+//! rewritten starts its write-back, which allocates blocks and can sleep
+//! in the block layer's write-back throttling, and the carrier waits for
+//! it. A ring `CLOSE` does not help while keeping std's meaning: done
+//! inline, the file's final release (which drops its write access and
+//! `flock` locks and starts that write-back) still runs on the carrier;
+//! forced into a kernel worker, it may run after the completion, so
+//! executing a file just written could fail with `ETXTBSY`, which std's
+//! `close` rules out.
 //! Re-exported std functions ([`read_dir`], [`remove_dir_all`],
 //! [`canonicalize`], ...) are std's, plain syscalls everywhere.
 //!

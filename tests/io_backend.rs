@@ -161,3 +161,45 @@ fn ring_entries_out_of_range_is_an_error() {
         .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
 }
+
+#[test]
+fn zero_io_workers_is_an_error() {
+    if is_child() {
+        return;
+    }
+    let err = green::Runtime::builder().io_workers(0).build().unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+}
+
+/// With one kernel worker, operations that block in the kernel (creating
+/// and truncating files, buffered writes) queue behind each other but all
+/// complete, each with its own result.
+#[test]
+fn one_io_worker_still_completes_every_blocking_file_op() {
+    if is_child() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("green-one-io-worker-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rt = green::Runtime::builder()
+        .carriers(1)
+        .io_workers(1)
+        .io_backend(green::IoBackend::IoUring)
+        .build()
+        .unwrap();
+    let handles: Vec<_> = (0..50u8)
+        .map(|i| {
+            let p = dir.join(format!("f{i}"));
+            rt.spawn(move || {
+                green::fs::write(&p, [i; 3000]).unwrap();
+                // Truncate and rewrite: the open truncates in a kernel worker.
+                green::fs::write(&p, [i; 5000]).unwrap();
+                green::fs::read(&p).unwrap()
+            })
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(h.join().unwrap(), vec![i as u8; 5000]);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

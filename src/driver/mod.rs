@@ -111,9 +111,17 @@ pub(crate) struct Driver {
 
 impl Driver {
     /// Sets up the ring (on the carrier thread: with SINGLE_ISSUER the
-    /// creating thread is the only one that may submit).
-    pub(crate) fn new(entries: u32, wake_fd: std::sync::Arc<OwnedFd>) -> io::Result<Driver> {
+    /// creating thread is the only one that may submit), letting up to
+    /// `io_workers` of its operations block in kernel workers at once.
+    pub(crate) fn new(
+        entries: u32,
+        io_workers: u32,
+        wake_fd: std::sync::Arc<OwnedFd>,
+    ) -> io::Result<Driver> {
         let ring = Uring::new(entries)?;
+        // A kernel without the setting keeps its own cap: slower when many
+        // file operations block at once, never wrong.
+        let _ = ring.set_max_workers(io_workers);
         Ok(Driver {
             ring,
             ops: Slab::with_capacity(entries as usize),

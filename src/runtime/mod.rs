@@ -69,11 +69,16 @@ pub struct Builder {
     name: String,
     io_backend: Option<IoBackend>,
     ring_entries: u32,
+    io_workers: u32,
 }
 
 /// Default submission ring size per carrier (the completion ring is twice
 /// as large).
 pub const DEFAULT_RING_ENTRIES: u32 = 256;
+
+/// Default cap on the kernel workers per carrier that run operations which
+/// block in the kernel (see [`Builder::io_workers`]).
+pub const DEFAULT_IO_WORKERS: u32 = 64;
 
 impl Default for Builder {
     fn default() -> Self {
@@ -83,6 +88,7 @@ impl Default for Builder {
             name: "green-carrier".into(),
             io_backend: None,
             ring_entries: DEFAULT_RING_ENTRIES,
+            io_workers: DEFAULT_IO_WORKERS,
         }
     }
 }
@@ -119,6 +125,20 @@ impl Builder {
         self
     }
 
+    /// Most kernel worker threads (io_uring's io-wq) per carrier that run
+    /// operations which block inside the kernel: opens that create or
+    /// truncate a file, buffered writes, and others the kernel cannot
+    /// complete without sleeping. It bounds how many such blocking waits
+    /// (for the disk, a journal, a lock) overlap; workers start only while
+    /// operations queue behind blocked ones. The kernel's own default is
+    /// `min(ring entries, 4 x CPUs)`, which on small machines serialises
+    /// file work that a thread pool would overlap. Default
+    /// [`DEFAULT_IO_WORKERS`]; kernels before 5.15 ignore it.
+    pub fn io_workers(mut self, n: u32) -> Self {
+        self.io_workers = n;
+        self
+    }
+
     /// Name prefix of the carrier threads (`{prefix}-{index}`).
     pub fn name(mut self, prefix: impl Into<String>) -> Self {
         self.name = prefix.into();
@@ -145,6 +165,12 @@ impl Builder {
                     "ring_entries must be in 1..=32768, got {}",
                     self.ring_entries
                 ),
+            ));
+        }
+        if self.io_workers == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "io_workers must be at least 1",
             ));
         }
         let backend = match self.io_backend {
@@ -176,6 +202,7 @@ impl Builder {
         // the thread that creates it) and reports back before we return.
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
         let entries = self.ring_entries;
+        let io_workers = self.io_workers;
         for i in 0..n {
             let rt_shared = shared.clone();
             let ready = ready_tx.clone();
@@ -185,7 +212,7 @@ impl Builder {
                     overflow::ensure_altstack();
                     let carrier = rt_shared.carriers[i].clone();
                     let driver = match &carrier.wake_fd {
-                        Some(fd) => match Driver::new(entries, fd.clone()) {
+                        Some(fd) => match Driver::new(entries, io_workers, fd.clone()) {
                             Ok(d) => Some(d),
                             Err(e) => {
                                 let _ = ready.send(Err(io::Error::new(

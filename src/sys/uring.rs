@@ -333,6 +333,29 @@ impl Uring {
         })
     }
 
+    /// Caps the kernel worker threads (io-wq) that serve this thread's
+    /// rings for operations that must block in the kernel, such as opens
+    /// that create or truncate a file and buffered writes. Workers are
+    /// started only while queued operations wait behind blocked ones, so
+    /// the cap decides how many such waits overlap, not how many threads
+    /// exist. The kernel's default is `min(SQ entries, 4 x CPUs)`. Kernels
+    /// before 5.15 lack the setting and keep their default (Err).
+    pub(crate) fn set_max_workers(&self, bounded: u32) -> io::Result<()> {
+        // [bounded, unbounded]; 0 leaves a limit as it is.
+        let mut limits = [bounded, 0u32];
+        // SAFETY: IORING_REGISTER_IOWQ_MAX_WORKERS reads and writes back
+        // two u32s at the pointer, which `limits` provides for the call.
+        unsafe {
+            io_uring_register(
+                &self.fd,
+                IoringRegisterOp::RegisterIowqMaxWorkers,
+                limits.as_mut_ptr() as *const _,
+                2,
+            )
+        }?;
+        Ok(())
+    }
+
     /// SQ and CQ sizes.
     #[cfg(test)]
     pub(crate) fn sizes(&self) -> (u32, u32) {
@@ -512,6 +535,14 @@ mod tests {
         assert!(r.next_sqe().is_none());
         r.enter(false, None).unwrap();
         assert!(r.next_sqe().is_some());
+    }
+
+    #[test]
+    fn io_worker_cap_is_accepted() {
+        let Some(r) = ring() else { return };
+        if let Err(e) = r.set_max_workers(64) {
+            eprintln!("skipped: IORING_REGISTER_IOWQ_MAX_WORKERS unsupported: {e}");
+        }
     }
 
     #[test]
