@@ -17,8 +17,8 @@ use slab::Slab;
 
 use super::blocks::Blocks;
 use super::{
-    connect_socket, watch, ArenaFullPolicy, Backoff, Body, ClientConfig, Idle, Out, CALL, ERROR,
-    INLINE, INLINE_MAX, PROTOCOL, RELEASE, REPLY,
+    connect_socket, watch, ArenaFullPolicy, Backoff, Body, ClientConfig, Idle, Out, Spin, CALL,
+    ERROR, INLINE, INLINE_MAX, PROTOCOL, RELEASE, REPLY,
 };
 use crate::ring::{Consumer, Producer, PushError};
 use crate::shm::{recv_fd, Alloc, ArenaMem, Desc, Endpoint, Region};
@@ -454,21 +454,11 @@ impl Inner {
                 }
             }
         }
-        // The clock is first read at the 16th poll: most responses come
-        // sooner, and reading it costs more than a poll.
-        let mut start = None;
-        let mut polls = 0u32;
+        let mut spin = Spin::new();
         while !slot.is_done() {
             self.poll_ring();
-            if slot.is_done() {
+            if slot.is_done() || !spin.round(CALLER_SPIN) {
                 break;
-            }
-            polls = polls.wrapping_add(1);
-            if polls % 16 == 0 {
-                if start.get_or_insert_with(Instant::now).elapsed() >= CALLER_SPIN {
-                    break;
-                }
-                super::yield_cpu();
             }
             crate::thread::yield_now();
         }
@@ -1027,12 +1017,11 @@ enum FutState {
     /// Written (inline or in the arena), not yet pushed.
     Push(Out),
     /// On the ring, waiting for the response; while `spin` is set, the
-    /// future polls the ring itself (as a blocking caller does) until
-    /// that deadline.
+    /// future polls the ring itself (as a blocking caller does) for up to
+    /// [`CALLER_SPIN`].
     Waiting {
         key: usize,
-        spin: Option<Instant>,
-        polls: u32,
+        spin: Option<Spin>,
     },
     Failed(io::Error),
     Done,
@@ -1100,8 +1089,7 @@ impl Future for CallFuture {
                         Ok(Some(key)) => {
                             this.state = FutState::Waiting {
                                 key,
-                                spin: Some(Instant::now() + CALLER_SPIN),
-                                polls: 0,
+                                spin: Some(Spin::new()),
                             };
                         }
                         Ok(None) => {
@@ -1112,11 +1100,7 @@ impl Future for CallFuture {
                         Err(e) => return Poll::Ready(Err(e)),
                     }
                 }
-                FutState::Waiting {
-                    key,
-                    mut spin,
-                    mut polls,
-                } => {
+                FutState::Waiting { key, mut spin } => {
                     if spin.is_some() {
                         inner.poll_ring();
                     }
@@ -1131,19 +1115,15 @@ impl Future for CallFuture {
                     }
                     st.pending[key].waiter = Waiter::Waker(Some(cx.waker().clone()));
                     drop(st);
-                    if let Some(until) = spin {
-                        polls = polls.wrapping_add(1);
-                        if polls % 16 == 0 && Instant::now() >= until {
+                    if let Some(s) = &mut spin {
+                        if s.round(CALLER_SPIN) {
+                            cx.waker().wake_by_ref();
+                        } else {
                             spin = None;
                             inner.stop_polling(false);
-                        } else {
-                            if polls % 16 == 0 {
-                                super::yield_cpu();
-                            }
-                            cx.waker().wake_by_ref();
                         }
                     }
-                    this.state = FutState::Waiting { key, spin, polls };
+                    this.state = FutState::Waiting { key, spin };
                     return Poll::Pending;
                 }
                 FutState::Failed(e) => return Poll::Ready(Err(e)),

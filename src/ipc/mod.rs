@@ -523,11 +523,10 @@ impl Body {
 }
 
 /// Retry pacing for loops that wait on the peer (a full ring): first
-/// [`SPIN`] of `yield_now` (the peer is usually busy draining), then
-/// sleeps from 20 µs doubling to 1 ms.
+/// [`SPIN`] of spinning (the peer is usually busy draining), then sleeps
+/// from 20 µs doubling to 1 ms.
 struct Backoff {
-    start: Option<Instant>,
-    spins: u32,
+    spin: Spin,
     sleeping: bool,
     sleep: Duration,
 }
@@ -535,8 +534,7 @@ struct Backoff {
 impl Backoff {
     fn new() -> Self {
         Backoff {
-            start: None,
-            spins: 0,
+            spin: Spin::new(),
             sleeping: false,
             sleep: Duration::from_micros(20),
         }
@@ -552,14 +550,8 @@ impl Backoff {
 
     fn snooze(&mut self) {
         if !self.sleeping {
-            let start = *self.start.get_or_insert_with(Instant::now);
-            self.spins = self.spins.wrapping_add(1);
-            if self.spins % 16 != 0 {
+            if self.spin.round(SPIN) {
                 crate::thread::yield_now();
-                return;
-            }
-            if start.elapsed() < SPIN {
-                yield_cpu();
                 return;
             }
             self.sleeping = true;
@@ -569,17 +561,53 @@ impl Backoff {
     }
 }
 
-/// Lets another OS thread waiting for this CPU run: called now and then
-/// from spin loops. Two spinning peers (a caller and the other process's
-/// reader) that the kernel placed on one CPU would otherwise take turns
-/// only at the end of each time slice, and every call would cost one.
+/// Paces a spin loop: the clock is read every 16th round (reading it
+/// costs more than a round), and the CPU is given up (`sched_yield`) now
+/// and then, so that a peer thread the kernel placed on the same CPU gets
+/// to run.
 ///
-/// A yield that took long means another thread ran on this CPU meanwhile:
-/// then a short real sleep, after which the kernel wakes this thread on an
-/// idle CPU if there is one (a spinning thread is otherwise never moved
-/// off a shared CPU quickly).
-fn yield_cpu() {
-    std::thread::yield_now();
+/// How often: a `sched_yield` costs about 0.3-0.5 µs here, and a message
+/// that arrives during one waits for it, so while yields come back at
+/// once (nobody else wants this CPU) only every 256th round yields, just
+/// to notice a newcomer. A yield that took long means another thread ran
+/// meanwhile; then every 16th round yields. Two spinning peers on one CPU
+/// otherwise take turns only at the end of a time slice, and every call
+/// costs one (100+ µs).
+struct Spin {
+    rounds: u32,
+    start: Option<Instant>,
+    shared: bool,
+}
+
+/// A `sched_yield` that took at least this long ran another thread.
+const SHARED_CPU: Duration = Duration::from_micros(2);
+
+impl Spin {
+    fn new() -> Spin {
+        Spin {
+            rounds: 0,
+            start: None,
+            shared: false,
+        }
+    }
+
+    /// One round of a spin that lasts `window`; false once it has passed.
+    /// The caller does its own green `yield_now` between rounds.
+    fn round(&mut self, window: Duration) -> bool {
+        self.rounds = self.rounds.wrapping_add(1);
+        if self.rounds % 16 != 0 {
+            return true;
+        }
+        let now = Instant::now();
+        if now.duration_since(*self.start.get_or_insert(now)) >= window {
+            return false;
+        }
+        if self.shared || self.rounds % 256 == 0 {
+            std::thread::yield_now();
+            self.shared = now.elapsed() >= SHARED_CPU;
+        }
+        true
+    }
 }
 
 /// How a reader waits for its ring.
@@ -610,20 +638,13 @@ impl Idle {
         rx: &Mutex<Consumer<Desc>>,
         stop: &dyn Fn() -> bool,
     ) -> Result<(), RingError> {
-        // Reading the clock costs more than a check and a yield: first at
-        // the 16th check, then every 16th.
-        let mut start = None;
-        let mut spins = 0u32;
+        let mut spin = Spin::new();
         loop {
             if stop() || rx.lock().len()? > 0 {
                 return Ok(());
             }
-            spins = spins.wrapping_add(1);
-            if spins % 16 == 0 {
-                if start.get_or_insert_with(Instant::now).elapsed() >= SPIN {
-                    break;
-                }
-                yield_cpu();
+            if !spin.round(SPIN) {
+                break;
             }
             crate::thread::yield_now();
         }
