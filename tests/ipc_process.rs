@@ -96,6 +96,18 @@ fn spawn_server(name: &str, env: &[(&str, &str)]) -> ServerProc {
     ServerProc { child, path }
 }
 
+/// Runs `f` with the path of a fresh server child (`name`, its extra
+/// environment), under [`watchdog`]; does nothing in the child itself.
+fn with_server(name: &str, env: &[(&str, &str)], f: impl FnOnce(PathBuf) + Send + 'static) {
+    if std::env::var_os("GREEN_IPC_SERVE").is_some() {
+        return;
+    }
+    let server = spawn_server(name, env);
+    let path = server.path.clone();
+    watchdog(move || f(path));
+    drop(server);
+}
+
 /// Runs `f` on a std thread and fails the test if it takes over 60 s.
 fn watchdog<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -117,12 +129,7 @@ fn pattern(len: usize, seed: usize) -> Vec<u8> {
 
 #[test]
 fn round_trips_at_every_size() {
-    if std::env::var_os("GREEN_IPC_SERVE").is_some() {
-        return;
-    }
-    let server = spawn_server("sizes", &[]);
-    let path = server.path.clone();
-    watchdog(move || {
+    with_server("sizes", &[], move |path| {
         green::spawn(move || {
             let client = Client::connect(&path).unwrap();
             // 0 to 16 bytes travel inside the descriptor, 17 and up in
@@ -170,71 +177,61 @@ fn round_trips_at_every_size() {
 
 #[test]
 fn handler_threads_per_connection_are_capped() {
-    if std::env::var_os("GREEN_IPC_SERVE").is_some() {
-        return;
-    }
     // 4 handlers at most and a 16-entry ring: 300 calls from 100 callers
     // queue on the server and then on the ring, and all complete.
-    let server = spawn_server(
+    with_server(
         "cap",
         &[("GREEN_IPC_MAX_HANDLERS", "4"), ("GREEN_IPC_RING", "16")],
-    );
-    let path = server.path.clone();
-    watchdog(move || {
-        let client = Arc::new(Client::connect(&path).unwrap());
-        let hs: Vec<_> = (0..100)
-            .map(|i| {
-                let c = client.clone();
-                green::spawn(move || {
-                    for round in 0..3 {
-                        let req = format!("NAP {i} {round}");
-                        assert_eq!(c.call(req.as_bytes()).unwrap().to_vec(), req.as_bytes());
-                    }
+        move |path| {
+            let client = Arc::new(Client::connect(&path).unwrap());
+            let hs: Vec<_> = (0..100)
+                .map(|i| {
+                    let c = client.clone();
+                    green::spawn(move || {
+                        for round in 0..3 {
+                            let req = format!("NAP {i} {round}");
+                            assert_eq!(c.call(req.as_bytes()).unwrap().to_vec(), req.as_bytes());
+                        }
+                    })
                 })
-            })
-            .collect();
-        for h in hs {
-            h.join().unwrap();
-        }
-        let peak = client.call(b"PEAK").unwrap().to_vec();
-        let peak = usize::from_le_bytes(peak.try_into().unwrap());
-        assert_eq!(peak, 4, "handlers at once");
-    });
+                .collect();
+            for h in hs {
+                h.join().unwrap();
+            }
+            let peak = client.call(b"PEAK").unwrap().to_vec();
+            let peak = usize::from_le_bytes(peak.try_into().unwrap());
+            assert_eq!(peak, 4, "handlers at once");
+        },
+    );
 }
 
 #[test]
 fn a_failing_or_panicking_handler_fails_only_its_call() {
-    if std::env::var_os("GREEN_IPC_SERVE").is_some() {
-        return;
-    }
-    let server = spawn_server("panic", &[("GREEN_IPC_SERVER_ARENA", "65536")]);
-    let path = server.path.clone();
-    watchdog(move || {
-        let client = Client::connect(&path).unwrap();
-        // More times than the 64 KiB arena holds the 4 KB each handler
-        // began writing in place: those bodies are freed.
-        for _ in 0..100 {
-            let err = client.call(b"NOENT").unwrap_err();
-            assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
-        }
-        for _ in 0..20 {
-            let err = client.call(b"PANIC").unwrap_err();
-            assert_eq!(err.kind(), io::ErrorKind::Other, "{err}");
-        }
-        let big = pattern(60_000, 3);
-        assert_eq!(client.call(&big).unwrap().to_vec(), big);
-        assert!(!client.is_closed());
-    });
+    with_server(
+        "panic",
+        &[("GREEN_IPC_SERVER_ARENA", "65536")],
+        move |path| {
+            let client = Client::connect(&path).unwrap();
+            // More times than the 64 KiB arena holds the 4 KB each handler
+            // began writing in place: those bodies are freed.
+            for _ in 0..100 {
+                let err = client.call(b"NOENT").unwrap_err();
+                assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+            }
+            for _ in 0..20 {
+                let err = client.call(b"PANIC").unwrap_err();
+                assert_eq!(err.kind(), io::ErrorKind::Other, "{err}");
+            }
+            let big = pattern(60_000, 3);
+            assert_eq!(client.call(&big).unwrap().to_vec(), big);
+            assert!(!client.is_closed());
+        },
+    );
 }
 
 #[test]
 fn calls_from_a_plain_os_thread() {
-    if std::env::var_os("GREEN_IPC_SERVE").is_some() {
-        return;
-    }
-    let server = spawn_server("os", &[]);
-    let path = server.path.clone();
-    watchdog(move || {
+    with_server("os", &[], move |path| {
         let client = Client::connect(&path).unwrap();
         for i in 0..100 {
             let req = pattern(100, i);
@@ -245,12 +242,7 @@ fn calls_from_a_plain_os_thread() {
 
 #[test]
 fn thousand_concurrent_callers_over_one_connection() {
-    if std::env::var_os("GREEN_IPC_SERVE").is_some() {
-        return;
-    }
-    let server = spawn_server("many", &[]);
-    let path = server.path.clone();
-    watchdog(move || {
+    with_server("many", &[], move |path| {
         let client = Arc::new(Client::connect(&path).unwrap());
         let handles: Vec<_> = (0..1000)
             .map(|c| {
@@ -271,13 +263,8 @@ fn thousand_concurrent_callers_over_one_connection() {
 
 #[test]
 fn ring_full_backpressure_all_calls_complete() {
-    if std::env::var_os("GREEN_IPC_SERVE").is_some() {
-        return;
-    }
     // 4-entry rings, 200 concurrent slow calls.
-    let server = spawn_server("ringfull", &[("GREEN_IPC_RING", "4")]);
-    let path = server.path.clone();
-    watchdog(move || {
+    with_server("ringfull", &[("GREEN_IPC_RING", "4")], move |path| {
         let client = Arc::new(Client::connect(&path).unwrap());
         let handles: Vec<_> = (0..200)
             .map(|c| {
@@ -297,125 +284,126 @@ fn ring_full_backpressure_all_calls_complete() {
 
 #[test]
 fn arena_full_fail_policy_and_wait_policy() {
-    if std::env::var_os("GREEN_IPC_SERVE").is_some() {
-        return;
-    }
-    let server = spawn_server("arena", &[("GREEN_IPC_CLIENT_ARENA", "65536")]);
-    let path = server.path.clone();
-    watchdog(move || {
-        let big = |tag: &[u8]| {
-            let mut v = tag.to_vec();
-            v.resize(40_000, 7);
-            v
-        };
-        // Fail: a second 40 KB call while the first holds the arena.
-        let fail = Arc::new(
-            Client::connect_with(
-                &path,
-                ClientConfig::default().arena_full(ArenaFullPolicy::Fail),
-            )
-            .unwrap(),
-        );
-        let c = fail.clone();
-        let first = green::spawn(move || c.call(&big(b"SLEEP")).map(|r| r.len()));
-        green::thread::sleep(Duration::from_millis(100));
-        let err = fail.call(&big(b"x")).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{err}");
-        assert_eq!(first.join().unwrap().unwrap(), 40_000);
-        // Larger than the whole arena: fails at once, whatever the policy.
-        let err = fail.call(&vec![0; 1 << 20]).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{err}");
-        // Freed after the response: works again.
-        assert_eq!(fail.call(&big(b"y")).unwrap().len(), 40_000);
-        // With the whole arena held, bodies of up to INLINE_MAX bytes still
-        // go (inside their descriptors); one byte more needs arena space.
-        let c = fail.clone();
-        let mut all = vec![1u8; 65536];
-        all[..5].copy_from_slice(b"SLEEP");
-        let first = green::spawn(move || c.call(&all).map(|r| r.len()));
-        green::thread::sleep(Duration::from_millis(100));
-        let short = [9u8; green::ipc::INLINE_MAX];
-        for _ in 0..100 {
-            assert_eq!(fail.call(&short).unwrap().to_vec(), short);
-        }
-        let err = fail.call(&[9u8; green::ipc::INLINE_MAX + 1]).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{err}");
-        assert_eq!(first.join().unwrap().unwrap(), 65536);
+    with_server(
+        "arena",
+        &[("GREEN_IPC_CLIENT_ARENA", "65536")],
+        move |path| {
+            let big = |tag: &[u8]| {
+                let mut v = tag.to_vec();
+                v.resize(40_000, 7);
+                v
+            };
+            // Fail: a second 40 KB call while the first holds the arena.
+            let fail = Arc::new(
+                Client::connect_with(
+                    &path,
+                    ClientConfig::default().arena_full(ArenaFullPolicy::Fail),
+                )
+                .unwrap(),
+            );
+            let c = fail.clone();
+            let first = green::spawn(move || c.call(&big(b"SLEEP")).map(|r| r.len()));
+            green::thread::sleep(Duration::from_millis(100));
+            let err = fail.call(&big(b"x")).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{err}");
+            assert_eq!(first.join().unwrap().unwrap(), 40_000);
+            // Larger than the whole arena: fails at once, whatever the policy.
+            let err = fail.call(&vec![0; 1 << 20]).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{err}");
+            // Freed after the response: works again.
+            assert_eq!(fail.call(&big(b"y")).unwrap().len(), 40_000);
+            // With the whole arena held, bodies of up to INLINE_MAX bytes still
+            // go (inside their descriptors); one byte more needs arena space.
+            let c = fail.clone();
+            let mut all = vec![1u8; 65536];
+            all[..5].copy_from_slice(b"SLEEP");
+            let first = green::spawn(move || c.call(&all).map(|r| r.len()));
+            green::thread::sleep(Duration::from_millis(100));
+            let short = [9u8; green::ipc::INLINE_MAX];
+            for _ in 0..100 {
+                assert_eq!(fail.call(&short).unwrap().to_vec(), short);
+            }
+            let err = fail.call(&[9u8; green::ipc::INLINE_MAX + 1]).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{err}");
+            assert_eq!(first.join().unwrap().unwrap(), 65536);
 
-        // Wait: the second call proceeds once the first's space frees.
-        let wait = Arc::new(
-            Client::connect_with(
-                &path,
-                ClientConfig::default().arena_full(ArenaFullPolicy::Wait(Duration::from_secs(20))),
-            )
-            .unwrap(),
-        );
-        let c = wait.clone();
-        let first = green::spawn(move || c.call(&big(b"SLEEP")).map(|r| r.len()));
-        green::thread::sleep(Duration::from_millis(100));
-        let req = big(b"second");
-        assert_eq!(wait.call(&req).unwrap().to_vec(), req);
-        assert_eq!(first.join().unwrap().unwrap(), 40_000);
+            // Wait: the second call proceeds once the first's space frees.
+            let wait = Arc::new(
+                Client::connect_with(
+                    &path,
+                    ClientConfig::default()
+                        .arena_full(ArenaFullPolicy::Wait(Duration::from_secs(20))),
+                )
+                .unwrap(),
+            );
+            let c = wait.clone();
+            let first = green::spawn(move || c.call(&big(b"SLEEP")).map(|r| r.len()));
+            green::thread::sleep(Duration::from_millis(100));
+            let req = big(b"second");
+            assert_eq!(wait.call(&req).unwrap().to_vec(), req);
+            assert_eq!(first.join().unwrap().unwrap(), 40_000);
 
-        // The same as futures: one waits for the space the other frees.
-        let c = wait.clone();
-        let first =
-            green::spawn_async(async move { c.call_async(&big(b"SLEEP")).await.map(|r| r.len()) });
-        green::thread::sleep(Duration::from_millis(100));
-        let c = wait.clone();
-        let req = big(b"async second");
-        let second =
-            green::spawn_async(async move { c.call_async(&req).await.map(|r| r.to_vec()) });
-        assert_eq!(second.join().unwrap().unwrap(), big(b"async second"));
-        assert_eq!(first.join().unwrap().unwrap(), 40_000);
+            // The same as futures: one waits for the space the other frees.
+            let c = wait.clone();
+            let first =
+                green::spawn_async(
+                    async move { c.call_async(&big(b"SLEEP")).await.map(|r| r.len()) },
+                );
+            green::thread::sleep(Duration::from_millis(100));
+            let c = wait.clone();
+            let req = big(b"async second");
+            let second =
+                green::spawn_async(async move { c.call_async(&req).await.map(|r| r.to_vec()) });
+            assert_eq!(second.join().unwrap().unwrap(), big(b"async second"));
+            assert_eq!(first.join().unwrap().unwrap(), 40_000);
 
-        // A wait that outlasts its limit fails, blocking or async.
-        let short = Arc::new(
-            Client::connect_with(
-                &path,
-                ClientConfig::default()
-                    .arena_full(ArenaFullPolicy::Wait(Duration::from_millis(50))),
-            )
-            .unwrap(),
-        );
-        let c = short.clone();
-        let first = green::spawn(move || c.call(&big(b"SLEEP")).map(|r| r.len()));
-        green::thread::sleep(Duration::from_millis(100));
-        let err = short.call(&big(b"x")).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{err}");
-        let c = short.clone();
-        let err =
-            green::spawn_async(async move { c.call_async(&big(b"y")).await.map(|r| r.len()) })
-                .join()
-                .unwrap()
-                .unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{err}");
-        assert_eq!(first.join().unwrap().unwrap(), 40_000);
-    });
+            // A wait that outlasts its limit fails, blocking or async.
+            let short = Arc::new(
+                Client::connect_with(
+                    &path,
+                    ClientConfig::default()
+                        .arena_full(ArenaFullPolicy::Wait(Duration::from_millis(50))),
+                )
+                .unwrap(),
+            );
+            let c = short.clone();
+            let first = green::spawn(move || c.call(&big(b"SLEEP")).map(|r| r.len()));
+            green::thread::sleep(Duration::from_millis(100));
+            let err = short.call(&big(b"x")).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{err}");
+            let c = short.clone();
+            let err =
+                green::spawn_async(async move { c.call_async(&big(b"y")).await.map(|r| r.len()) })
+                    .join()
+                    .unwrap()
+                    .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{err}");
+            assert_eq!(first.join().unwrap().unwrap(), 40_000);
+        },
+    );
 }
 
 #[test]
 fn a_full_server_arena_waits_for_the_client_to_release_a_response() {
-    if std::env::var_os("GREEN_IPC_SERVE").is_some() {
-        return;
-    }
-    let server = spawn_server("srvarena", &[("GREEN_IPC_SERVER_ARENA", "65536")]);
-    let path = server.path.clone();
-    watchdog(move || {
-        let client = Arc::new(Client::connect(&path).unwrap());
-        let first = client.call(&pattern(40_000, 1)).unwrap();
-        // The second response does not fit while the first is held.
-        let c = client.clone();
-        let second = green::spawn(move || c.call(&pattern(40_000, 2)).map(|r| r.to_vec()));
-        green::thread::sleep(Duration::from_millis(100));
-        assert!(
-            !second.is_finished(),
-            "placed a response with no room for it"
-        );
-        assert_eq!(first.to_vec(), pattern(40_000, 1));
-        drop(first); // RELEASE: the handler waiting for space goes on
-        assert_eq!(second.join().unwrap().unwrap(), pattern(40_000, 2));
-    });
+    with_server(
+        "srvarena",
+        &[("GREEN_IPC_SERVER_ARENA", "65536")],
+        move |path| {
+            let client = Arc::new(Client::connect(&path).unwrap());
+            let first = client.call(&pattern(40_000, 1)).unwrap();
+            // The second response does not fit while the first is held.
+            let c = client.clone();
+            let second = green::spawn(move || c.call(&pattern(40_000, 2)).map(|r| r.to_vec()));
+            green::thread::sleep(Duration::from_millis(100));
+            assert!(
+                !second.is_finished(),
+                "placed a response with no room for it"
+            );
+            assert_eq!(first.to_vec(), pattern(40_000, 1));
+            drop(first); // RELEASE: the handler waiting for space goes on
+            assert_eq!(second.join().unwrap().unwrap(), pattern(40_000, 2));
+        },
+    );
 }
 
 #[test]
@@ -466,12 +454,7 @@ fn server_killed_mid_call_fails_pending_and_later_calls() {
 
 #[test]
 fn async_calls_on_the_same_rings() {
-    if std::env::var_os("GREEN_IPC_SERVE").is_some() {
-        return;
-    }
-    let server = spawn_server("async", &[]);
-    let path = server.path.clone();
-    watchdog(move || {
+    with_server("async", &[], move |path| {
         let client = Arc::new(Client::connect(&path).unwrap());
         let tasks: Vec<_> = (0..100)
             .map(|i| {
