@@ -297,19 +297,19 @@ fn arena_full_fail_policy_and_wait_policy() {
         "arena",
         &[("GREEN_IPC_CLIENT_ARENA", "65536")],
         move |path| {
+            let connect = |policy| {
+                Arc::new(
+                    Client::connect_with(&path, ClientConfig::default().arena_full(policy))
+                        .unwrap(),
+                )
+            };
             let big = |tag: &[u8]| {
                 let mut v = tag.to_vec();
                 v.resize(40_000, 7);
                 v
             };
             // Fail: a second 40 KB call while the first holds the arena.
-            let fail = Arc::new(
-                Client::connect_with(
-                    &path,
-                    ClientConfig::default().arena_full(ArenaFullPolicy::Fail),
-                )
-                .unwrap(),
-            );
+            let fail = connect(ArenaFullPolicy::Fail);
             let c = fail.clone();
             let first = green::spawn(move || c.call(&big(b"SLEEP")).map(|r| r.len()));
             green::thread::sleep(Duration::from_millis(100));
@@ -337,14 +337,7 @@ fn arena_full_fail_policy_and_wait_policy() {
             assert_eq!(first.join().unwrap().unwrap(), 65536);
 
             // Wait: the second call proceeds once the first's space frees.
-            let wait = Arc::new(
-                Client::connect_with(
-                    &path,
-                    ClientConfig::default()
-                        .arena_full(ArenaFullPolicy::Wait(Duration::from_secs(20))),
-                )
-                .unwrap(),
-            );
+            let wait = connect(ArenaFullPolicy::Wait(Duration::from_secs(20)));
             let c = wait.clone();
             let first = green::spawn(move || c.call(&big(b"SLEEP")).map(|r| r.len()));
             green::thread::sleep(Duration::from_millis(100));
@@ -367,14 +360,7 @@ fn arena_full_fail_policy_and_wait_policy() {
             assert_eq!(first.join().unwrap().unwrap(), 40_000);
 
             // A wait that outlasts its limit fails, blocking or async.
-            let short = Arc::new(
-                Client::connect_with(
-                    &path,
-                    ClientConfig::default()
-                        .arena_full(ArenaFullPolicy::Wait(Duration::from_millis(50))),
-                )
-                .unwrap(),
-            );
+            let short = connect(ArenaFullPolicy::Wait(Duration::from_millis(50)));
             let c = short.clone();
             let first = green::spawn(move || c.call(&big(b"SLEEP")).map(|r| r.len()));
             green::thread::sleep(Duration::from_millis(100));
