@@ -955,45 +955,11 @@ pub struct Response {
 }
 
 impl Response {
-    /// Body length in bytes.
-    pub fn len(&self) -> usize {
-        self.body.len()
-    }
-
-    /// Whether the body is empty.
-    pub fn is_empty(&self) -> bool {
-        self.body.len() == 0
-    }
-
-    /// A copy of the body.
-    pub fn to_vec(&self) -> Vec<u8> {
-        self.body.to_vec()
-    }
-
-    /// Copies the first `dst.len()` bytes (at most the body) into `dst`;
-    /// returns how many.
-    pub fn read_into(&self, dst: &mut [u8]) -> usize {
-        self.body.read_into(dst)
-    }
-
-    /// Copies the bytes from `pos` on into `dst` (at most to the end of
-    /// the body); returns how many, 0 at or past the end. For reading a
-    /// large body in pieces through a small buffer.
-    pub fn read_at(&self, pos: usize, dst: &mut [u8]) -> usize {
-        self.body.read_at(pos, dst)
-    }
-
-    /// The body without a copy.
-    ///
-    /// # Safety
-    ///
-    /// Sound only against a trusted, well-behaved server that leaves the
-    /// bytes alone until this response is dropped (a peer writing them
-    /// while the slice lives is undefined behaviour).
-    pub unsafe fn as_bytes_unchecked(&self) -> &[u8] {
-        // SAFETY: the caller's contract.
-        unsafe { self.body.as_bytes_unchecked() }
-    }
+    body_accessors!(
+        "Sound only against a trusted, well-behaved server that leaves the \
+         bytes alone until this response is dropped (a peer writing them \
+         while the slice lives is undefined behaviour)."
+    );
 }
 
 impl Drop for Response {

@@ -160,6 +160,51 @@ use parking_lot::Mutex;
 use crate::ring::{Consumer, RingError};
 use crate::shm::{Alloc, ArenaMem, CredentialPolicy, Desc};
 
+/// The copying accessors of a received body ([`Request`], [`Response`]):
+/// `len`, `is_empty`, `to_vec`, `read_into`, `read_at`, and the unsafe
+/// zero-copy view, whose safety contract is `$safety`.
+macro_rules! body_accessors {
+    ($safety:literal) => {
+        /// Body length in bytes.
+        pub fn len(&self) -> usize {
+            self.body.len()
+        }
+
+        /// Whether the body is empty.
+        pub fn is_empty(&self) -> bool {
+            self.body.len() == 0
+        }
+
+        /// A copy of the body.
+        pub fn to_vec(&self) -> Vec<u8> {
+            self.body.to_vec()
+        }
+
+        /// Copies the first `dst.len()` bytes (at most the body) into
+        /// `dst`; returns how many.
+        pub fn read_into(&self, dst: &mut [u8]) -> usize {
+            self.body.read_into(dst)
+        }
+
+        /// Copies the bytes from `pos` on into `dst` (at most to the end
+        /// of the body); returns how many, 0 at or past the end. For
+        /// reading a large body in pieces through a small buffer.
+        pub fn read_at(&self, pos: usize, dst: &mut [u8]) -> usize {
+            self.body.read_at(pos, dst)
+        }
+
+        /// The body without a copy.
+        ///
+        /// # Safety
+        ///
+        #[doc = $safety]
+        pub unsafe fn as_bytes_unchecked(&self) -> &[u8] {
+            // SAFETY: the caller's contract.
+            unsafe { self.body.as_bytes_unchecked() }
+        }
+    };
+}
+
 mod blocks;
 mod client;
 mod server;
