@@ -154,48 +154,28 @@ impl RawRwLock {
 
     #[cold]
     fn read_slow(&self) {
-        let mut round = 0;
-        // Relaxed loads: hints for the CASes (see `lock_slow` in mutex.rs).
-        let mut s = self.state.load(Ordering::Relaxed);
-        loop {
-            if s & (WRITER | PARKED) == 0 {
-                // Acquire: as in `read`.
-                match self.state.compare_exchange_weak(
-                    s,
-                    add_reader(s),
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => return,
-                    Err(now) => s = now,
-                }
-                continue;
-            }
-            if s & PARKED == 0 && round < SPIN_ROUNDS {
-                spin(round);
-                round += 1;
-                s = self.state.load(Ordering::Relaxed);
-                continue;
-            }
-            if !self.park(s, READ) {
-                return;
-            }
-            round = 0;
-            s = self.state.load(Ordering::Relaxed);
-        }
+        // A reader may enter while no writer holds the lock and none waits.
+        self.lock_slow(READ, |s| s & (WRITER | PARKED) == 0, add_reader);
     }
 
     #[cold]
     fn write_slow(&self) {
+        // A writer needs the lock entirely free.
+        self.lock_slow(WRITE, |s| s & !PARKED == 0, |s| s | WRITER);
+    }
+
+    /// Spins, then parks as a `kind` waiter, until `free(state)` holds and
+    /// the state can be moved to `take(state)`.
+    fn lock_slow(&self, kind: usize, free: impl Fn(usize) -> bool, take: impl Fn(usize) -> usize) {
         let mut round = 0;
-        // Relaxed loads: hints for the CASes.
+        // Relaxed loads: hints for the CASes (see `lock_slow` in mutex.rs).
         let mut s = self.state.load(Ordering::Relaxed);
         loop {
-            if s & !PARKED == 0 {
-                // Acquire: as in `write`.
+            if free(s) {
+                // Acquire: as in `read` / `write`.
                 match self.state.compare_exchange_weak(
                     s,
-                    s | WRITER,
+                    take(s),
                     Ordering::Acquire,
                     Ordering::Relaxed,
                 ) {
@@ -210,7 +190,7 @@ impl RawRwLock {
                 s = self.state.load(Ordering::Relaxed);
                 continue;
             }
-            if !self.park(s, WRITE) {
+            if !self.park(s, kind) {
                 return;
             }
             round = 0;
