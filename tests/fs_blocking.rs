@@ -1,36 +1,13 @@
 //! green::fs on green threads (over the ring) and on OS threads (std):
 //! file round trips, positions, append, positional I/O, path operations.
 use std::io::{IoSlice, IoSliceMut, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 
 use green::fs::{self, File, FileExt, OpenOptions};
 
 /// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "green-fs-blocking-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::TempDir;
 
 /// Runs `f` on a green thread of a small runtime with an io_uring.
 fn on_green<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -171,7 +148,7 @@ fn round_trip(dir: &Path) {
 #[test]
 fn round_trip_on_green_thread() {
     let dir = TempDir::new("green");
-    let p = dir.path().to_path_buf();
+    let p = dir.0.as_path().to_path_buf();
     on_green(move || {
         assert!(green::thread::is_green());
         round_trip(&p)
@@ -181,13 +158,13 @@ fn round_trip_on_green_thread() {
 #[test]
 fn round_trip_on_os_thread() {
     let dir = TempDir::new("os");
-    round_trip(dir.path());
+    round_trip(dir.0.as_path());
 }
 
 #[test]
 fn round_trip_on_blocking_backend() {
     let dir = TempDir::new("blocking");
-    let p = dir.path().to_path_buf();
+    let p = dir.0.as_path().to_path_buf();
     let rt = green::Runtime::builder()
         .carriers(1)
         .io_backend(green::IoBackend::Blocking)
@@ -199,7 +176,7 @@ fn round_trip_on_blocking_backend() {
 #[test]
 fn green_and_std_files_convert_and_share_the_position() {
     let dir = TempDir::new("convert");
-    let p = dir.path().join("f");
+    let p = dir.0.as_path().join("f");
     on_green(move || {
         let f = File::create(&p).unwrap();
         let mut s: std::fs::File = f.into();
@@ -217,7 +194,7 @@ fn green_and_std_files_convert_and_share_the_position() {
 #[test]
 fn invalid_utf8_leaves_the_string_unchanged() {
     let dir = TempDir::new("utf8");
-    let p = dir.path().join("bad");
+    let p = dir.0.as_path().join("bad");
     std::fs::write(&p, [b'o', b'k', 0xff, 0xfe]).unwrap();
     let (green_kind, s) = on_green(move || {
         let mut s = String::from("keep");
@@ -233,7 +210,7 @@ fn invalid_utf8_leaves_the_string_unchanged() {
 #[test]
 fn fifo_reader_and_writer_share_one_carrier() {
     let dir = TempDir::new("fifo");
-    let p = dir.path().join("fifo");
+    let p = dir.0.as_path().join("fifo");
     let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
@@ -271,7 +248,7 @@ fn fifo_reader_and_writer_share_one_carrier() {
 #[test]
 fn many_green_threads_each_with_a_file() {
     let dir = TempDir::new("many");
-    let base = dir.path().to_path_buf();
+    let base = dir.0.as_path().to_path_buf();
     let rt = green::Runtime::builder().carriers(2).build().unwrap();
     let handles: Vec<_> = (0..200u64)
         .map(|i| {

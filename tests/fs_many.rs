@@ -2,31 +2,11 @@
 //! threads (and 1,000 async tasks) on carriers with 64-entry rings, each
 //! writing and reading back its own file. Nothing is lost or mixed up.
 use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use green::fs::FileExt;
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "green-fs-many-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::TempDir;
 
 const FILES: u64 = if cfg!(miri) { 10 } else { 1000 };
 const CHUNK: usize = 4096;
