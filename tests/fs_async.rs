@@ -14,19 +14,7 @@ use std::task::Poll;
 use green::aio::fs::{self, File};
 
 mod common;
-use common::TempDir;
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use common::{pattern, TempDir};
 
 /// The async API end to end on one directory.
 async fn round_trip(dir: PathBuf) -> io::Result<()> {

@@ -7,7 +7,7 @@ use green::fs::{self, File, FileExt, OpenOptions};
 
 /// A fresh directory under the system temp dir, removed on drop.
 mod common;
-use common::TempDir;
+use common::{pattern, TempDir};
 
 /// Runs `f` on a green thread of a small runtime with an io_uring.
 fn on_green<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -17,18 +17,6 @@ fn on_green<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
         .build()
         .unwrap();
     rt.block_on(f)
-}
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Everything a program does with files, checked step by step.

@@ -14,15 +14,7 @@ const CHUNKS: usize = 16;
 
 /// Chunk `c` of file `i`: distinct for every (file, chunk).
 fn chunk(i: u64, c: usize) -> Vec<u8> {
-    let mut x = (i << 20 | c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..CHUNK)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    common::pattern(CHUNK, i << 20 | c as u64)
 }
 
 fn small_ring_runtime() -> green::Runtime {
