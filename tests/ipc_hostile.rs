@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use green::ipc::{Client, ClientConfig, Server, ServerConfig, CALL, INLINE, INLINE_MAX, RELEASE};
 use green::shm::{CredentialPolicy, Desc};
 
+mod common;
+use common::watchdog;
+
 fn sock_path(name: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("green-ipch-{}-{name}.sock", std::process::id()));
     let _ = std::fs::remove_file(&p);
@@ -35,18 +38,6 @@ fn start_server(path: &Path, config: ServerConfig) -> Arc<AtomicUsize> {
         let _ = server.serve(|req, resp| resp.write_all(&req.to_vec()));
     });
     errors
-}
-
-fn watchdog<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(Ok(v)) => v,
-        Ok(Err(p)) => std::panic::resume_unwind(p),
-        Err(_) => panic!("watchdog: test hung for 60 s"),
-    }
 }
 
 /// Waits until the server closes `sock` (EOF or reset).

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use green::ipc::{ArenaFullPolicy, Client, ClientConfig, Server, ServerConfig};
 
+mod common;
+use common::watchdog;
+
 /// Runs as the server when re-executed: echoes each request; a request
 /// that starts with `SLEEP` waits 300 ms first (`SLEEPLONG`: 5 s).
 const ASKED_TO_PANIC: &str = "the handler was asked to panic";
@@ -115,19 +118,6 @@ fn with_server(name: &str, env: &[(&str, &str)], f: impl FnOnce(PathBuf) + Send 
     let path = server.path.clone();
     watchdog(move || f(path));
     drop(server);
-}
-
-/// Runs `f` on a std thread and fails the test if it takes over 60 s.
-fn watchdog<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(Ok(v)) => v,
-        Ok(Err(p)) => std::panic::resume_unwind(p),
-        Err(_) => panic!("watchdog: test hung for 60 s"),
-    }
 }
 
 fn pattern(len: usize, seed: usize) -> Vec<u8> {

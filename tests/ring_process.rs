@@ -19,6 +19,9 @@ use green::ring::{Consumer, Pod, Producer, PushError, RawRing, RingLayout, WaitO
 use memmap2::MmapMut;
 use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
 
+mod common;
+use common::wait_child;
+
 const CHILD_ENV: &str = "GREEN_RING_CHILD";
 /// The fd number the child finds the memfd at.
 const CHILD_FD: RawFd = 3;
@@ -197,21 +200,6 @@ fn consume(mut rx: Consumer<Msg>, mut peer_alive: impl FnMut() -> bool) -> u64 {
     waits
 }
 
-fn wait_child(mut child: Child) {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "child failed: {status}");
-            return;
-        }
-        if start.elapsed() > DEADLINE {
-            child.kill().ok();
-            panic!("child did not finish in {DEADLINE:?}");
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn child_produces_parent_consumes() {
     if let Some(role) = child_role() {
@@ -225,7 +213,7 @@ fn child_produces_parent_consumes() {
     let mut child = spawn_child("child_produces_parent_consumes", "produce", &memfd);
     let waits = consume(rx, || child.try_wait().is_ok_and(|s| s.is_none()));
     eprintln!("parent consumed {} entries, {waits} waits", entries() + 1);
-    wait_child(child);
+    wait_child(child, DEADLINE);
 }
 
 #[test]
@@ -241,5 +229,5 @@ fn parent_produces_child_consumes() {
     let tx = raw.into_producer();
     let mut child = spawn_child("parent_produces_child_consumes", "consume", &memfd);
     produce(tx, || child.try_wait().is_ok_and(|s| s.is_none()));
-    wait_child(child);
+    wait_child(child, DEADLINE);
 }

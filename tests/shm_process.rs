@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 use green::ring::{Consumer, Producer, PushError, WaitOutcome};
 use green::shm::{self, CredentialPolicy, Desc, Endpoint, Region, RegionLayout};
 
+mod common;
+use common::wait_child;
+
 const CHILD_ENV: &str = "GREEN_SHM_CHILD";
 /// The fd number the child finds its socket at.
 const CHILD_FD: RawFd = 3;
@@ -182,21 +185,6 @@ fn spawn_child(name: &str, sock: &UnixStream) -> Child {
     cmd.spawn().unwrap()
 }
 
-fn wait_child(mut child: Child) {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "child failed: {status}");
-            return;
-        }
-        if start.elapsed() > DEADLINE {
-            child.kill().ok();
-            panic!("child did not finish in {DEADLINE:?}");
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn calls_cross_processes_with_verified_bodies() {
     if std::env::var(CHILD_ENV).is_ok() {
@@ -282,6 +270,6 @@ fn calls_cross_processes_with_verified_bodies() {
         start,
     );
     assert_eq!(arena.outstanding(), 0);
-    wait_child(child);
+    wait_child(child, DEADLINE);
     eprintln!("parent made {n} calls in {:?}", start.elapsed());
 }

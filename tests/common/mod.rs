@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// A fresh scratch directory, removed on drop: unique per test binary,
 /// process and call.
@@ -40,4 +42,34 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// Runs `f` on a std thread and fails the test if it takes over 60 s.
+pub fn watchdog<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(p)) => std::panic::resume_unwind(p),
+        Err(_) => panic!("watchdog: test hung for 60 s"),
+    }
+}
+
+/// Waits for a child process to exit successfully within `deadline`
+/// (killing it and failing the test otherwise).
+pub fn wait_child(mut child: Child, deadline: Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "child failed: {status}");
+            return;
+        }
+        if start.elapsed() > deadline {
+            child.kill().ok();
+            panic!("child did not finish in {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
