@@ -62,7 +62,7 @@
 //! `cargo bench --bench ipc [-- SYSTEM...]` runs it (a few minutes), prints
 //! `ipc/<size>/<system>` lines and a table, and writes
 //! `target/ipc-bench.csv` (or `$IPC_BENCH_CSV`) for `cargo run --example
-//! ipc_plot`. `cargo test --benches` runs every system once with 8 callers
+//! ipc_plot`; `IPC_BENCH_SIZES=4,65536` measures only those buf_sizes. `cargo test --benches` runs every system once with 8 callers
 //! and two calls each, as a smoke test.
 use std::io::{self, BufRead, Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -1057,10 +1057,19 @@ fn main() {
         .into_iter()
         .filter(|s| filters.is_empty() || filters.iter().any(|f| s.name().contains(f.as_str())))
         .collect();
-    let (sizes, callers): (&[usize], usize) = if measuring {
-        (&SIZES, CALLERS)
-    } else {
-        (&[4, 64 << 10], 8)
+    let only: Option<Vec<usize>> = std::env::var("IPC_BENCH_SIZES").ok().map(|v| {
+        v.split(',')
+            .map(|s| {
+                s.trim()
+                    .parse()
+                    .expect("IPC_BENCH_SIZES: comma-separated byte counts")
+            })
+            .collect()
+    });
+    let (sizes, callers): (&[usize], usize) = match (&only, measuring) {
+        (Some(only), true) => (only, CALLERS),
+        (None, true) => (&SIZES, CALLERS),
+        (_, false) => (&[4, 64 << 10], 8),
     };
     let mut rows = Vec::new();
     for &sys in &systems {

@@ -236,7 +236,11 @@ fn copies_round_trip_at_every_alignment() {
     let mem = ArenaMem::heap(256);
     let data: Vec<u8> = (0..=255).collect();
     for offset in 0..20u64 {
-        for len in [0usize, 1, 3, 7, 8, 9, 15, 16, 17, 64, 100] {
+        // Both copy paths: word by word below 32 bytes, the string move
+        // (on x86-64) from 32 up.
+        for len in [
+            0usize, 1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 100, 200, 236,
+        ] {
             mem.copy_to(0, &[0xEE; 256]).unwrap();
             mem.copy_to(offset, &data[..len]).unwrap();
             let mut all = vec![0u8; 256];

@@ -21,12 +21,15 @@ pub const ARENA_ALIGN: usize = 64;
 /// protocol says. So the safe methods never hand out a `&[u8]` over it:
 /// [`copy_to`](Self::copy_to) and [`copy_from`](Self::copy_from) move bytes
 /// between the arena and this process's own buffers, bounds-checked in
-/// `u64`, with relaxed `AtomicU64` accesses (plus an atomic
-/// read-modify-write for partial words at the ends). A peer writing the
-/// same bytes concurrently, in another process or through another handle
-/// in this one, can then only make us copy garbage: there is no data race
-/// in the Rust sense, and each byte is read once, into memory the peer
-/// cannot reach. Validate what you copied, never the shared bytes.
+/// `u64`: on x86-64 with the processor's string move inside an `asm!`
+/// block (machine instructions, not Rust loads and stores), elsewhere
+/// and under Miri, and for copies under 32 bytes, with relaxed
+/// `AtomicU64` accesses (plus an atomic read-modify-write for partial
+/// words at the ends). A peer writing the same bytes concurrently, in
+/// another process or through another handle in this one, can then only
+/// make us copy garbage: there is no data race in the Rust sense, and
+/// each byte is read once, into memory the peer cannot reach. Validate
+/// what you copied, never the shared bytes.
 ///
 /// The protocol on top (the IPC layer) decides who writes when: the owner
 /// of an arena writes an allocation's bytes, then publishes a [`Desc`]
@@ -201,6 +204,15 @@ impl ArenaMem {
     /// arena; nothing is written then.
     pub fn copy_to(&self, offset: u64, src: &[u8]) -> Result<(), OutOfBounds> {
         let range = self.check(offset, src.len() as u64)?;
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        if src.len() >= STRING_COPY_MIN {
+            // SAFETY: `range` lies within the arena (checked above), valid
+            // for writes while `self` lives; `src` is a live slice of the
+            // same length that cannot overlap the arena (it is a `&[u8]`,
+            // and no safe `&[u8]` into the arena exists).
+            unsafe { string_copy(self.base.as_ptr().add(range.start), src.as_ptr(), src.len()) };
+            return Ok(());
+        }
         let mut pos = range.start;
         let mut src = src;
         while !src.is_empty() {
@@ -251,6 +263,20 @@ impl ArenaMem {
     /// arena; `dst` is untouched then.
     pub fn copy_from(&self, offset: u64, dst: &mut [u8]) -> Result<(), OutOfBounds> {
         let range = self.check(offset, dst.len() as u64)?;
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        if dst.len() >= STRING_COPY_MIN {
+            // SAFETY: `range` lies within the arena (checked above); `dst`
+            // is an exclusive slice of the same length, so it cannot
+            // overlap the arena's bytes.
+            unsafe {
+                string_copy(
+                    dst.as_mut_ptr(),
+                    self.base.as_ptr().add(range.start),
+                    dst.len(),
+                )
+            };
+            return Ok(());
+        }
         let mut pos = range.start;
         let mut dst = dst;
         while !dst.is_empty() {
@@ -359,5 +385,44 @@ impl Drop for HeapBlock {
     fn drop(&mut self) {
         // SAFETY: allocated in `new` with this layout, freed only here.
         unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+    }
+}
+
+/// Copies from this many bytes up go through [`string_copy`] (with fast
+/// short string moves it is as fast as the word loop from 32 bytes up);
+/// shorter ones go word by word with atomics.
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+const STRING_COPY_MIN: usize = 32;
+
+/// Copies `len` bytes from `src` to `dst` with the processor's string move
+/// (`rep movsb`, fast on x86-64 processors with ERMS: measured here at 4-5
+/// times the word-by-word atomic loop for a 4 KiB body in cache, 1.6 times
+/// for 1 MiB out of cache).
+///
+/// The copy happens inside an `asm!` block, so its memory accesses are
+/// machine instructions, not Rust loads and stores: a peer process (or a
+/// thread using the unsafe accessors) that writes the same bytes at the
+/// same time races at the hardware level only, where each byte read is
+/// some value that byte held (the same guarantee the atomic loop gives,
+/// byte by byte), not a data race in Rust's memory model.
+///
+/// # Safety
+///
+/// `src` valid for reads and `dst` valid for writes of `len` bytes, not
+/// overlapping, and no Rust reference to any of `dst`'s bytes alive.
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+unsafe fn string_copy(dst: *mut u8, src: *const u8, len: usize) {
+    // SAFETY: the caller's contract covers every byte `rep movsb` touches
+    // (rcx = len bytes from rsi to rdi, ascending: the ABI guarantees the
+    // direction flag is clear, and asm! requires it); the block uses no
+    // stack and leaves the flags as they were.
+    unsafe {
+        std::arch::asm!(
+            "rep movsb",
+            inout("rcx") len => _,
+            inout("rdi") dst => _,
+            inout("rsi") src => _,
+            options(nostack, preserves_flags),
+        );
     }
 }
