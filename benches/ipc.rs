@@ -48,22 +48,34 @@
 //!   way; tokio multi-thread runtimes.
 //!
 //! Time per call is the wall time of a run divided by the calls of all
-//! callers in it: the median of 3 runs, after one untimed run of the same
-//! length (three at 1 MiB and up, so that first touches of freshly mapped
-//! memory are not timed; see BENCHMARKS.md). The single-caller
-//! round trip is one caller doing 20,000 calls of 4 B (after 5,000 warm-up
-//! calls) in each of 5 sessions, each on a fresh connection, with the
-//! server process pinned to CPU 0 and the client's threads to CPU 1 (the
-//! usual setup for a latency measurement; unpinned, where the kernel puts
-//! the two spinning threads varies between sessions); a session's p50 and
-//! p99 are printed, the median, lowest and highest session p50 go to the
-//! CSV. The 200-caller runs are not pinned.
+//! callers in it. All servers run at once (unpinned, the client too); at
+//! each size the systems take turns in 3 rounds, each turn a fresh
+//! connection with one untimed run (three at 1 MiB and up, so that first
+//! touches of freshly mapped memory are not timed; see BENCHMARKS.md) and
+//! one timed run of the same length; a system's figure is the median of
+//! its 3 timed runs. Taking turns keeps the runs compared at a size close
+//! together in time: this VM's speed drifts between minutes. Each round
+//! begins by measuring the round trip of one cache line between CPU 0 and
+//! CPU 1 (two pinned threads taking turns to write it): the floor under
+//! every shared-memory call, which on a VM changes with where the host
+//! runs the vCPUs (100-600 ns seen within minutes); its median goes in the
+//! table's `line rtt` column and the CSV (group `cacheline`).
 //!
-//! `cargo bench --bench ipc [-- SYSTEM...]` runs it (a few minutes), prints
-//! `ipc/<size>/<system>` lines and a table, and writes
+//! The single-caller round trip is one caller doing 20,000 calls of 4 B
+//! (after 5,000 warm-up calls) in each of 5 sessions, each on a fresh
+//! connection, with the server process pinned to CPU 0 and the client's
+//! threads to CPU 1 (the usual setup for a latency measurement; unpinned,
+//! where the kernel puts the two spinning threads varies between
+//! sessions); a session's p50 and p99 are printed, the median, lowest and
+//! highest session p50 go to the CSV. The client's green runtime is
+//! started before any pinning, so it has one carrier per CPU throughout.
+//!
+//! `cargo bench --bench ipc [-- SYSTEM...]` runs it (several minutes),
+//! prints `ipc/<size>/<system>` lines and a table, and writes
 //! `target/ipc-bench.csv` (or `$IPC_BENCH_CSV`) for `cargo run --example
-//! ipc_plot`; `IPC_BENCH_SIZES=4,65536` measures only those buf_sizes. `cargo test --benches` runs every system once with 8 callers
-//! and two calls each, as a smoke test.
+//! ipc_plot`; `IPC_BENCH_SIZES=4,65536` measures only those buf_sizes.
+//! `cargo test --benches` runs every system once with 8 callers and two
+//! calls each, as a smoke test.
 use std::io::{self, BufRead, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
@@ -1000,6 +1012,53 @@ fn all_cpus() -> Vec<usize> {
     (0..1024).collect()
 }
 
+/// The round trip of one cache line between CPU 0 and CPU 1: two pinned
+/// threads take turns writing it, 100,000 times; the median of 5 such
+/// runs, in ns (`None` with fewer than 2 CPUs). Every shared-memory call
+/// moves a few lines each way, so this is the floor under them; on a VM it
+/// changes with where the host runs the vCPUs (100-600 ns seen on the
+/// same machine within minutes), so it is printed and recorded with each
+/// system's runs.
+fn cacheline_rtt() -> Option<f64> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    #[repr(align(128))]
+    struct Line(AtomicU64);
+    const N: u64 = 100_000;
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return None;
+    }
+    let mut runs: Vec<f64> = (0..5)
+        .map(|_| {
+            let line = Arc::new(Line(AtomicU64::new(0)));
+            let l = line.clone();
+            let pong = std::thread::spawn(move || {
+                pin_thread(0, &[1]);
+                for i in 0..N {
+                    while l.0.load(Ordering::Acquire) != 2 * i + 1 {
+                        std::hint::spin_loop();
+                    }
+                    l.0.store(2 * i + 2, Ordering::Release);
+                }
+            });
+            let ping = std::thread::spawn(move || {
+                pin_thread(0, &[0]);
+                let start = Instant::now();
+                for i in 0..N {
+                    line.0.store(2 * i + 1, Ordering::Release);
+                    while line.0.load(Ordering::Acquire) != 2 * i + 2 {
+                        std::hint::spin_loop();
+                    }
+                }
+                start.elapsed().as_nanos() as f64 / N as f64
+            });
+            pong.join().expect("pong");
+            ping.join().expect("ping")
+        })
+        .collect();
+    runs.sort_by(f64::total_cmp);
+    Some(runs[runs.len() / 2])
+}
+
 fn calls_per_caller(size: usize) -> usize {
     (RUN_BYTES / (CALLERS * size)).clamp(MIN_CALLS_PER_CALLER, MAX_CALLS_PER_CALLER)
 }
@@ -1071,6 +1130,10 @@ fn main() {
         (None, true) => (&SIZES, CALLERS),
         (_, false) => (&[4, 64 << 10], 8),
     };
+    // Start the default green runtime now, before any pinning: it takes
+    // one carrier per CPU the process may use when it starts, and the
+    // 200-caller runs measure the default runtime.
+    green::spawn(|| ()).join().expect("green runtime");
     let mut rows = Vec::new();
     for &sys in &systems {
         // Single caller, 4 B: several sessions (a fresh connection each),
@@ -1097,7 +1160,6 @@ fn main() {
         }
         drop(server);
         pin_process(&all_cpus());
-        let server = ServerProcess::start(sys, None);
         p50s.sort_by(f64::total_cmp);
         rows.push(Row {
             group: "rtt",
@@ -1109,38 +1171,69 @@ fn main() {
             ns_lo: p50s[0],
             ns_hi: p50s[p50s.len() - 1],
         });
-        for &size in sizes {
-            let n = if measuring { calls_per_caller(size) } else { 2 };
-            // Warm-up runs first touch the buffers and the memory a green
-            // region's arenas hand out (a fresh memfd faults in lazily,
-            // and at 1 MiB and up a run reaches new parts of the arenas).
-            let warm = if !measuring {
-                1
-            } else if size >= 1 << 20 {
-                WARMUP_RUNS_LARGE
-            } else {
-                1
-            };
-            let mut runs = vec![n; warm];
-            runs.extend([n; TIMED_RUNS]);
-            if !measuring {
-                runs.truncate(2);
+    }
+    // 200 callers: every system's server runs at once (unpinned), and at
+    // each size the systems take turns, one timed run each per round, so
+    // that the ratios at a size compare runs made close together, under
+    // the same machine weather.
+    let servers: Vec<ServerProcess> = systems
+        .iter()
+        .map(|&sys| ServerProcess::start(sys, None))
+        .collect();
+    let rounds = if measuring { TIMED_RUNS } else { 1 };
+    for &size in sizes {
+        let n = if measuring { calls_per_caller(size) } else { 2 };
+        // Untimed runs first touch the buffers and the memory a green
+        // region's arenas hand out (a fresh memfd faults in lazily, and at
+        // 1 MiB and up a run reaches new parts of the arenas).
+        let warm = if measuring && size >= 1 << 20 {
+            WARMUP_RUNS_LARGE
+        } else {
+            1
+        };
+        let calls = callers * n;
+        let mut per_call = vec![Vec::new(); systems.len()];
+        let mut line = Vec::new();
+        for _ in 0..rounds {
+            if measuring {
+                line.extend(cacheline_rtt());
             }
-            let m = run_client(sys, &server.path, size, callers, &runs, false);
-            let calls = callers * n;
-            let mut per_call: Vec<f64> = m.runs[warm..]
-                .iter()
-                .map(|d| d.as_nanos() as f64 / calls as f64)
-                .collect();
-            per_call.sort_by(f64::total_cmp);
-            let median = per_call[per_call.len() / 2];
+            for (i, &sys) in systems.iter().enumerate() {
+                let runs = vec![n; warm + 1];
+                let m = run_client(sys, &servers[i].path, size, callers, &runs, false);
+                per_call[i].push(m.runs[warm].as_nanos() as f64 / calls as f64);
+            }
+        }
+        if !line.is_empty() {
+            line.sort_by(f64::total_cmp);
+            println!(
+                "cacheline/{}  CPU0-CPU1 round trip {} .. {}",
+                fmt_size(size),
+                fmt_ns(line[0]),
+                fmt_ns(line[line.len() - 1])
+            );
+            rows.push(Row {
+                group: "cacheline",
+                size,
+                system: System::Green,
+                callers: 0,
+                calls: 0,
+                ns: line[line.len() / 2],
+                ns_lo: line[0],
+                ns_hi: line[line.len() - 1],
+            });
+        }
+        for (i, &sys) in systems.iter().enumerate() {
+            let v = &mut per_call[i];
+            v.sort_by(f64::total_cmp);
+            let median = v[v.len() / 2];
             println!(
                 "ipc/{}/{:<16} {:>10} per call   [{} .. {}]  ({calls} calls/run)",
                 fmt_size(size),
                 sys.name(),
                 fmt_ns(median),
-                fmt_ns(per_call[0]),
-                fmt_ns(per_call[per_call.len() - 1]),
+                fmt_ns(v[0]),
+                fmt_ns(v[v.len() - 1]),
             );
             rows.push(Row {
                 group: "ipc",
@@ -1149,12 +1242,12 @@ fn main() {
                 callers,
                 calls,
                 ns: median,
-                ns_lo: per_call[0],
-                ns_hi: per_call[per_call.len() - 1],
+                ns_lo: v[0],
+                ns_hi: v[v.len() - 1],
             });
         }
-        drop(server);
     }
+    drop(servers);
     if !measuring {
         return;
     }
@@ -1166,7 +1259,7 @@ fn main() {
     };
     print!("\n{:<8}", "size");
     systems.iter().for_each(|s| print!("{:>17}", s.name()));
-    println!();
+    println!("{:>12}", "line rtt");
     for &size in sizes {
         print!("{:<8}", fmt_size(size));
         for &s in &systems {
@@ -1176,7 +1269,14 @@ fn main() {
                 _ => print!("{:>17}", "-"),
             }
         }
-        println!();
+        // The machine's cache-line round trip around these runs.
+        match rows
+            .iter()
+            .find(|r| r.group == "cacheline" && r.size == size)
+        {
+            Some(r) => println!("{:>12}", fmt_ns(r.ns)),
+            None => println!("{:>12}", "-"),
+        }
     }
     let path = csv_path();
     let mut out = String::from("group,size,system,callers,calls,ns,ns_lo,ns_hi\n");
