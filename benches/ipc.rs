@@ -67,7 +67,8 @@
 //! threads to CPU 1 (the usual setup for a latency measurement; unpinned,
 //! where the kernel puts the two spinning threads varies between
 //! sessions); a session's p50 and p99 are printed, the median, lowest and
-//! highest session p50 go to the CSV. The client's green runtime is
+//! highest session p50 go to the CSV, after the cache-line round trip
+//! measured just before (group `cacheline`, size 0). The client's green runtime is
 //! started before any pinning, so it has one carrier per CPU throughout.
 //!
 //! `cargo bench --bench ipc [-- SYSTEM...]` runs it (several minutes),
@@ -1146,6 +1147,24 @@ fn main() {
         } else {
             (10, 1)
         };
+        let line = measuring.then(cacheline_rtt).flatten();
+        if let Some(ns) = line {
+            println!(
+                "cacheline/rtt/{:<16} CPU0-CPU1 round trip {}",
+                sys.name(),
+                fmt_ns(ns)
+            );
+            rows.push(Row {
+                group: "cacheline",
+                size: 0,
+                system: sys,
+                callers: 0,
+                calls: 0,
+                ns,
+                ns_lo: ns,
+                ns_hi: ns,
+            });
+        }
         let mut p50s = Vec::new();
         for _ in 0..sessions {
             let m = run_client(sys, &server.path, 4, 1, &[n / 4, n], true);
@@ -1278,6 +1297,29 @@ fn main() {
             None => println!("{:>12}", "-"),
         }
     }
+    // The single-caller round trips (median session p50), each with the
+    // cache-line round trip measured just before its sessions.
+    let find = |group: &str, size: usize, sys: System| {
+        rows.iter()
+            .find(|r| r.group == group && r.size == size && r.system == sys)
+            .map(|r| r.ns)
+    };
+    print!("{:<8}", "rtt 4B");
+    for &s in &systems {
+        match find("rtt", 4, s) {
+            Some(v) => print!("{:>17}", fmt_ns(v)),
+            None => print!("{:>17}", "-"),
+        }
+    }
+    println!();
+    print!("{:<8}", "line");
+    for &s in &systems {
+        match find("cacheline", 0, s) {
+            Some(v) => print!("{:>17}", fmt_ns(v)),
+            None => print!("{:>17}", "-"),
+        }
+    }
+    println!();
     let path = csv_path();
     let mut out = String::from("group,size,system,callers,calls,ns,ns_lo,ns_hi\n");
     for r in &rows {
