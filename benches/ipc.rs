@@ -1139,14 +1139,8 @@ fn main() {
     for &sys in &systems {
         // Single caller, 4 B: several sessions (a fresh connection each),
         // since where the runtime places the caller and the reader differs
-        // between sessions. Server on CPU 0, client on CPU 1.
-        let server = ServerProcess::start(sys, Some(0));
-        pin_process(&[1]);
-        let (n, sessions) = if measuring {
-            (RTT_CALLS, RTT_SESSIONS)
-        } else {
-            (10, 1)
-        };
+        // between sessions. Server on CPU 0, client on CPU 1. The line
+        // round trip first, while this process may still use both CPUs.
         let line = measuring.then(cacheline_rtt).flatten();
         if let Some(ns) = line {
             println!(
@@ -1165,6 +1159,13 @@ fn main() {
                 ns_hi: ns,
             });
         }
+        let server = ServerProcess::start(sys, Some(0));
+        pin_process(&[1]);
+        let (n, sessions) = if measuring {
+            (RTT_CALLS, RTT_SESSIONS)
+        } else {
+            (10, 1)
+        };
         let mut p50s = Vec::new();
         for _ in 0..sessions {
             let m = run_client(sys, &server.path, 4, 1, &[n / 4, n], true);
