@@ -48,9 +48,9 @@
 //!   way; tokio multi-thread runtimes.
 //!
 //! Time per call is the wall time of a run divided by the calls of all
-//! callers in it. All servers run at once (unpinned, the client too); at
-//! each size the systems take turns in 3 rounds, each turn a fresh
-//! connection with one untimed run (three at 1 MiB and up, so that first
+//! callers in it. Nothing is pinned. At each size the systems take turns
+//! in 3 rounds, each turn a fresh server process and connection with one
+//! untimed run (three at 1 MiB and up, so that first
 //! touches of freshly mapped memory are not timed; see BENCHMARKS.md) and
 //! one timed run of the same length; a system's figure is the median of
 //! its 3 timed runs. Taking turns keeps the runs compared at a size close
@@ -62,14 +62,15 @@
 //! table's `line rtt` column and the CSV (group `cacheline`).
 //!
 //! The single-caller round trip is one caller doing 20,000 calls of 4 B
-//! (after 5,000 warm-up calls) in each of 5 sessions, each on a fresh
-//! connection, with the server process pinned to CPU 0 and the client's
-//! threads to CPU 1 (the usual setup for a latency measurement; unpinned,
-//! where the kernel puts the two spinning threads varies between
-//! sessions); a session's p50 and p99 are printed, the median, lowest and
-//! highest session p50 go to the CSV, after the cache-line round trip
-//! measured just before (group `cacheline`, size 0). The client's green runtime is
-//! started before any pinning, so it has one carrier per CPU throughout.
+//! (after 5,000 warm-up calls) per session, with the server process
+//! pinned to CPU 0 and the client's threads to CPU 1 (the usual setup for
+//! a latency measurement; unpinned, where the kernel puts the two spinning
+//! threads varies between sessions): 5 rounds, in each of which every
+//! system does one session on a fresh connection, after a line round trip
+//! measurement (group `cacheline`, size 0, in the CSV). A session's p50
+//! and p99 are printed; the median, lowest and highest session p50 go to
+//! the CSV. The client's green runtime is started before any pinning, so
+//! it has one carrier per CPU throughout.
 //!
 //! `cargo bench --bench ipc [-- SYSTEM...]` runs it (several minutes),
 //! prints `ipc/<size>/<system>` lines and a table, and writes
@@ -1136,39 +1137,29 @@ fn main() {
     // 200-caller runs measure the default runtime.
     green::spawn(|| ()).join().expect("green runtime");
     let mut rows = Vec::new();
-    for &sys in &systems {
-        // Single caller, 4 B: several sessions (a fresh connection each),
-        // since where the runtime places the caller and the reader differs
-        // between sessions. Server on CPU 0, client on CPU 1. The line
-        // round trip first, while this process may still use both CPUs.
-        let line = measuring.then(cacheline_rtt).flatten();
-        if let Some(ns) = line {
-            println!(
-                "cacheline/rtt/{:<16} CPU0-CPU1 round trip {}",
-                sys.name(),
-                fmt_ns(ns)
-            );
-            rows.push(Row {
-                group: "cacheline",
-                size: 0,
-                system: sys,
-                callers: 0,
-                calls: 0,
-                ns,
-                ns_lo: ns,
-                ns_hi: ns,
-            });
+    // Single caller, 4 B: in each of RTT_SESSIONS rounds every system does
+    // one session (a fresh connection: where the runtime places the caller
+    // and the reader differs between sessions) against its server, pinned
+    // to CPU 0, with this process pinned to CPU 1. Each round starts with
+    // the line round trip, measured while this process may use both CPUs.
+    let (n, rtt_rounds) = if measuring {
+        (RTT_CALLS, RTT_SESSIONS)
+    } else {
+        (10, 1)
+    };
+    let pinned: Vec<ServerProcess> = systems
+        .iter()
+        .map(|&sys| ServerProcess::start(sys, Some(0)))
+        .collect();
+    let mut p50s = vec![Vec::new(); systems.len()];
+    let mut line = Vec::new();
+    for _ in 0..rtt_rounds {
+        if measuring {
+            line.extend(cacheline_rtt());
         }
-        let server = ServerProcess::start(sys, Some(0));
         pin_process(&[1]);
-        let (n, sessions) = if measuring {
-            (RTT_CALLS, RTT_SESSIONS)
-        } else {
-            (10, 1)
-        };
-        let mut p50s = Vec::new();
-        for _ in 0..sessions {
-            let m = run_client(sys, &server.path, 4, 1, &[n / 4, n], true);
+        for (i, &sys) in systems.iter().enumerate() {
+            let m = run_client(sys, &pinned[i].path, 4, 1, &[n / 4, n], true);
             let pct = |p: f64| m.lat[((m.lat.len() as f64 * p) as usize).min(m.lat.len() - 1)];
             println!(
                 "rtt/4B/{:<16} p50 {:>10}   p99 {:>10}",
@@ -1176,30 +1167,48 @@ fn main() {
                 fmt_ns(pct(0.5) as f64),
                 fmt_ns(pct(0.99) as f64)
             );
-            p50s.push(pct(0.5) as f64);
+            p50s[i].push(pct(0.5) as f64);
         }
-        drop(server);
         pin_process(&all_cpus());
-        p50s.sort_by(f64::total_cmp);
+    }
+    drop(pinned);
+    if !line.is_empty() {
+        line.sort_by(f64::total_cmp);
+        println!(
+            "cacheline/rtt  CPU0-CPU1 round trip {} .. {}",
+            fmt_ns(line[0]),
+            fmt_ns(line[line.len() - 1])
+        );
+        rows.push(Row {
+            group: "cacheline",
+            size: 0,
+            system: System::Green,
+            callers: 0,
+            calls: 0,
+            ns: line[line.len() / 2],
+            ns_lo: line[0],
+            ns_hi: line[line.len() - 1],
+        });
+    }
+    for (i, &sys) in systems.iter().enumerate() {
+        let v = &mut p50s[i];
+        v.sort_by(f64::total_cmp);
         rows.push(Row {
             group: "rtt",
             size: 4,
             system: sys,
             callers: 1,
-            calls: n * sessions,
-            ns: p50s[p50s.len() / 2],
-            ns_lo: p50s[0],
-            ns_hi: p50s[p50s.len() - 1],
+            calls: n * rtt_rounds,
+            ns: v[v.len() / 2],
+            ns_lo: v[0],
+            ns_hi: v[v.len() - 1],
         });
     }
-    // 200 callers: every system's server runs at once (unpinned), and at
-    // each size the systems take turns, one timed run each per round, so
-    // that the ratios at a size compare runs made close together, under
-    // the same machine weather.
-    let servers: Vec<ServerProcess> = systems
-        .iter()
-        .map(|&sys| ServerProcess::start(sys, None))
-        .collect();
+    // 200 callers: at each size the systems take turns, one timed run
+    // each per round, so that the ratios at a size compare runs made close
+    // together, under the same machine weather. Each turn starts its
+    // server (unpinned) and stops it after (with all nine servers up at
+    // once, shmipc's handshake was refused after a few sessions).
     let rounds = if measuring { TIMED_RUNS } else { 1 };
     for &size in sizes {
         let n = if measuring { calls_per_caller(size) } else { 2 };
@@ -1220,7 +1229,9 @@ fn main() {
             }
             for (i, &sys) in systems.iter().enumerate() {
                 let runs = vec![n; warm + 1];
-                let m = run_client(sys, &servers[i].path, size, callers, &runs, false);
+                let server = ServerProcess::start(sys, None);
+                let m = run_client(sys, &server.path, size, callers, &runs, false);
+                drop(server);
                 per_call[i].push(m.runs[warm].as_nanos() as f64 / calls as f64);
             }
         }
@@ -1267,7 +1278,6 @@ fn main() {
             });
         }
     }
-    drop(servers);
     if !measuring {
         return;
     }
@@ -1298,8 +1308,7 @@ fn main() {
             None => println!("{:>12}", "-"),
         }
     }
-    // The single-caller round trips (median session p50), each with the
-    // cache-line round trip measured just before its sessions.
+    // The single-caller round trips (median session p50).
     let find = |group: &str, size: usize, sys: System| {
         rows.iter()
             .find(|r| r.group == group && r.size == size && r.system == sys)
@@ -1312,15 +1321,10 @@ fn main() {
             None => print!("{:>17}", "-"),
         }
     }
-    println!();
-    print!("{:<8}", "line");
-    for &s in &systems {
-        match find("cacheline", 0, s) {
-            Some(v) => print!("{:>17}", fmt_ns(v)),
-            None => print!("{:>17}", "-"),
-        }
+    match find("cacheline", 0, System::Green) {
+        Some(v) => println!("{:>12}", fmt_ns(v)),
+        None => println!("{:>12}", "-"),
     }
-    println!();
     let path = csv_path();
     let mut out = String::from("group,size,system,callers,calls,ns,ns_lo,ns_hi\n");
     for r in &rows {
