@@ -33,6 +33,30 @@ fn empty_ring_pops_none() {
 }
 
 #[test]
+fn peek_sees_entries_from_another_thread_until_they_are_popped() {
+    let (mut tx, mut rx) = ring::channel::<u64>(4).unwrap();
+    let peek = rx.peek();
+    assert!(!peek.has_entries());
+    // A push from another thread shows through the handle (which is Send).
+    std::thread::spawn(move || {
+        tx.push(7).unwrap();
+        tx.push(8).unwrap();
+        tx
+    })
+    .join()
+    .unwrap();
+    let seen = std::thread::spawn(move || peek.has_entries())
+        .join()
+        .unwrap();
+    assert!(seen);
+    let peek = rx.peek();
+    assert_eq!(rx.pop().unwrap(), Some(7));
+    assert!(peek.has_entries(), "one entry is left");
+    assert_eq!(rx.pop().unwrap(), Some(8));
+    assert!(!peek.has_entries());
+}
+
+#[test]
 fn full_ring_hands_value_back() {
     let (mut tx, mut rx) = ring::channel::<u64>(4).unwrap();
     for i in 0..4 {

@@ -20,7 +20,7 @@ use super::{
     connect_socket, watch, ArenaFullPolicy, Backoff, Body, ClientConfig, Idle, Out, Spin, CALL,
     ERROR, INLINE, INLINE_MAX, PROTOCOL, RELEASE, REPLY,
 };
-use crate::ring::{Consumer, Producer, PushError};
+use crate::ring::{Consumer, Peek, Producer, PushError};
 use crate::shm::{recv_fd, Alloc, ArenaMem, Desc, Endpoint, Region};
 use crate::thread::Thread;
 
@@ -218,6 +218,10 @@ struct Inner {
     /// response (see [`Inner::call`]) and by the reader green thread
     /// while no caller does.
     rx: Mutex<Consumer<Desc>>,
+    /// Whether `rx` seems to hold responses, without its lock: pollers
+    /// look here first, so spinning callers on several carriers do not
+    /// pass the lock's cache line back and forth while nothing arrives.
+    rx_peek: Peek<Desc>,
     /// Callers now polling `rx`; the reader stands aside while any do.
     pollers: AtomicUsize,
     /// The reader green thread, to unpark.
@@ -324,6 +328,9 @@ impl Inner {
     /// Pops what the response ring holds and completes it, unless another
     /// thread is popping it now. Returns whether anything was popped.
     fn poll_ring(&self) -> bool {
+        if !self.rx_peek.has_entries() {
+            return false;
+        }
         let mut buf = [Desc::default(); 32];
         let popped = match self.rx.try_lock() {
             Some(mut rx) => rx.pop_into(&mut buf),
@@ -718,6 +725,7 @@ impl Client {
                 closed: None,
                 space_waiters: Vec::new(),
             }),
+            rx_peek: rx.peek(),
             rx: Mutex::new(rx),
             pollers: AtomicUsize::new(0),
             reader: OnceLock::new(),

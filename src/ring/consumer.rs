@@ -302,6 +302,42 @@ impl<T: Pod> Consumer<T> {
             ring: self.ring.clone(),
         }
     }
+
+    /// A handle that tells, from any thread of this process and without
+    /// this consumer (or the lock it sits behind), whether the ring seems
+    /// to hold entries: for pollers that should take that lock only when
+    /// there is something to pop.
+    pub fn peek(&self) -> Peek<T> {
+        Peek {
+            ring: self.ring.clone(),
+        }
+    }
+}
+
+/// A lock-free look at whether a [`Consumer`]'s ring holds entries; see
+/// [`Consumer::peek`]. Keeps the ring memory alive.
+pub struct Peek<T: Pod> {
+    ring: Shared<T>,
+}
+
+// SAFETY: a Peek only loads the ring's `head` and `tail` words, atomically;
+// the memory stays valid as long as it lives (Shared's contract, `owner`).
+unsafe impl<T: Pod> Send for Peek<T> {}
+// SAFETY: as above; `&self` methods do only atomic loads.
+unsafe impl<T: Pod> Sync for Peek<T> {}
+
+impl<T: Pod> Peek<T> {
+    /// Whether the ring's `tail` differs from its `head`: entries seem to
+    /// be waiting. A hint only, never a promise: the words are read
+    /// without ordering and the producer (perhaps another process) may
+    /// write `tail` at any time, so the answer can be stale or, from a
+    /// hostile producer, wrong; the consumer validates what it pops. Both
+    /// loads usually hit a cache line nobody wrote since the last look,
+    /// which is what makes asking cheaper than taking the consumer's lock.
+    pub fn has_entries(&self) -> bool {
+        // Relaxed: a hint; the pop that follows a `true` does the Acquire.
+        self.ring.tail().load(Ordering::Relaxed) != self.ring.head().load(Ordering::Relaxed)
+    }
 }
 
 /// Wakes a [`Consumer`]'s sleep without pushing an entry; see

@@ -129,7 +129,7 @@ mod pod;
 mod producer;
 mod raw;
 
-pub use self::consumer::{Consumer, SleepWaker};
+pub use self::consumer::{Consumer, Peek, SleepWaker};
 pub use self::error::{PushError, RingError, WaitOutcome};
 pub use self::heap::{channel, channel_with_start};
 pub use self::layout::{Header, RingLayout, CACHE_PAD, HEADER_SIZE, MAGIC, MAX_CAPACITY, VERSION};
