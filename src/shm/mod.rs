@@ -92,8 +92,9 @@
 //!   defines how), and the owner then checks the returned offset against
 //!   its outstanding allocations ([`Arena::free`], [`Arena::lookup`]);
 //! - safe code never holds a `&[u8]` over shared memory: [`ArenaMem`]
-//!   copies bytes in and out with atomic word accesses, bounds-checked in
-//!   `u64`. Its `unsafe` slice accessors are for zero-copy users who can
+//!   copies bytes in and out, bounds-checked in `u64`, with the
+//!   processor's string move inside `asm!` (x86-64) or atomic word
+//!   accesses (elsewhere, and under Miri). Its `unsafe` slice accessors are for zero-copy users who can
 //!   uphold that nobody writes the bytes meanwhile.
 //!
 //! Within one process, each side of a region can be taken once at a time
