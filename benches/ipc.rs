@@ -1155,7 +1155,11 @@ fn main() {
     let mut line = Vec::new();
     for _ in 0..rtt_rounds {
         if measuring {
-            line.extend(cacheline_rtt());
+            if let Some(ns) = cacheline_rtt() {
+                // Printed per round: the sessions below go with it.
+                println!("cacheline/rtt  CPU0-CPU1 round trip {}", fmt_ns(ns));
+                line.push(ns);
+            }
         }
         pin_process(&[1]);
         for (i, &sys) in systems.iter().enumerate() {
@@ -1175,7 +1179,7 @@ fn main() {
     if !line.is_empty() {
         line.sort_by(f64::total_cmp);
         println!(
-            "cacheline/rtt  CPU0-CPU1 round trip {} .. {}",
+            "cacheline/rtt  CPU0-CPU1 round trips {} .. {}",
             fmt_ns(line[0]),
             fmt_ns(line[line.len() - 1])
         );
@@ -1224,8 +1228,13 @@ fn main() {
         let mut per_call = vec![Vec::new(); systems.len()];
         let mut line = Vec::new();
         for _ in 0..rounds {
-            if measuring {
-                line.extend(cacheline_rtt());
+            if let Some(ns) = measuring.then(cacheline_rtt).flatten() {
+                println!(
+                    "cacheline/{}  CPU0-CPU1 round trip {}",
+                    fmt_size(size),
+                    fmt_ns(ns)
+                );
+                line.push(ns);
             }
             for (i, &sys) in systems.iter().enumerate() {
                 let runs = vec![n; warm + 1];
@@ -1238,7 +1247,7 @@ fn main() {
         if !line.is_empty() {
             line.sort_by(f64::total_cmp);
             println!(
-                "cacheline/{}  CPU0-CPU1 round trip {} .. {}",
+                "cacheline/{}  CPU0-CPU1 round trips {} .. {}",
                 fmt_size(size),
                 fmt_ns(line[0]),
                 fmt_ns(line[line.len() - 1])
