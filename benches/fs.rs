@@ -41,6 +41,12 @@ use std::time::{Duration, Instant};
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 
+// The integration tests' helpers: the same data pattern and scratch
+// directory.
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{pattern, TempDir};
+
 const FILES: usize = 100;
 const FILE_SIZE: usize = 64 * 1024;
 const BIG_SIZE: usize = 64 * 1024 * 1024;
@@ -54,35 +60,6 @@ fn checksum(buf: &[u8]) -> u64 {
     buf.chunks_exact(8)
         .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
         .fold(0u64, u64::wrapping_add)
-}
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-/// The bench's scratch directory, removed at the end.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        let p = std::env::temp_dir().join(format!("green-bench-fs-{}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn green_runtime() -> green::Runtime {
@@ -532,7 +509,7 @@ fn random_read(g: &mut BenchmarkGroup<'_, WallTime>, dir: &Path) {
 }
 
 fn fs_benches(c: &mut Criterion) {
-    let scratch = Scratch::new();
+    let scratch = TempDir::new("bench-fs");
     let mut g = c.benchmark_group("fs");
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(500))
