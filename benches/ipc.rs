@@ -1083,9 +1083,10 @@ fn fmt_size(size: usize) -> String {
     }
 }
 
-/// One CSV row; `ns` is the median time per call (group `ipc`) or the
-/// median of the sessions' p50 round trips (group `rtt`); `ns_lo`/`ns_hi`
-/// the fastest and slowest run (`ipc`) or session p50 (`rtt`).
+/// One CSV row; `ns` is the median time per call (group `ipc`), the
+/// median of the sessions' p50 round trips (group `rtt`) or the median
+/// cache-line round trip of a size's rounds (group `cacheline`, size 0 for
+/// the single-caller rounds); `ns_lo`/`ns_hi` the lowest and highest.
 struct Row {
     group: &'static str,
     size: usize,
@@ -1095,6 +1096,51 @@ struct Row {
     ns: f64,
     ns_lo: f64,
     ns_hi: f64,
+}
+
+impl Row {
+    /// The row for `samples` (sorted here): their median, lowest and
+    /// highest.
+    fn of(
+        group: &'static str,
+        size: usize,
+        system: System,
+        (callers, calls): (usize, usize),
+        samples: &mut [f64],
+    ) -> Row {
+        samples.sort_by(f64::total_cmp);
+        Row {
+            group,
+            size,
+            system,
+            callers,
+            calls,
+            ns: samples[samples.len() / 2],
+            ns_lo: samples[0],
+            ns_hi: samples[samples.len() - 1],
+        }
+    }
+}
+
+/// The row for a group of cache-line round trips (`size` 0: the
+/// single-caller rounds), printed as their range; none if none was
+/// measured.
+fn line_row(size: usize, samples: &mut [f64]) -> Option<Row> {
+    if samples.is_empty() {
+        return None;
+    }
+    let r = Row::of("cacheline", size, System::Green, (0, 0), samples);
+    let label = if size == 0 {
+        "rtt".to_string()
+    } else {
+        fmt_size(size)
+    };
+    println!(
+        "cacheline/{label}  CPU0-CPU1 round trips {} .. {}",
+        fmt_ns(r.ns_lo),
+        fmt_ns(r.ns_hi)
+    );
+    Some(r)
 }
 
 fn csv_path() -> std::path::PathBuf {
@@ -1154,12 +1200,10 @@ fn main() {
     let mut p50s = vec![Vec::new(); systems.len()];
     let mut line = Vec::new();
     for _ in 0..rtt_rounds {
-        if measuring {
-            if let Some(ns) = cacheline_rtt() {
-                // Printed per round: the sessions below go with it.
-                println!("cacheline/rtt  CPU0-CPU1 round trip {}", fmt_ns(ns));
-                line.push(ns);
-            }
+        if let Some(ns) = measuring.then(cacheline_rtt).flatten() {
+            // Printed per round: the sessions below go with it.
+            println!("cacheline/rtt  CPU0-CPU1 round trip {}", fmt_ns(ns));
+            line.push(ns);
         }
         pin_process(&[1]);
         for (i, &sys) in systems.iter().enumerate() {
@@ -1176,37 +1220,10 @@ fn main() {
         pin_process(&all_cpus());
     }
     drop(pinned);
-    if !line.is_empty() {
-        line.sort_by(f64::total_cmp);
-        println!(
-            "cacheline/rtt  CPU0-CPU1 round trips {} .. {}",
-            fmt_ns(line[0]),
-            fmt_ns(line[line.len() - 1])
-        );
-        rows.push(Row {
-            group: "cacheline",
-            size: 0,
-            system: System::Green,
-            callers: 0,
-            calls: 0,
-            ns: line[line.len() / 2],
-            ns_lo: line[0],
-            ns_hi: line[line.len() - 1],
-        });
-    }
+    rows.extend(line_row(0, &mut line));
     for (i, &sys) in systems.iter().enumerate() {
-        let v = &mut p50s[i];
-        v.sort_by(f64::total_cmp);
-        rows.push(Row {
-            group: "rtt",
-            size: 4,
-            system: sys,
-            callers: 1,
-            calls: n * rtt_rounds,
-            ns: v[v.len() / 2],
-            ns_lo: v[0],
-            ns_hi: v[v.len() - 1],
-        });
+        let calls = n * rtt_rounds;
+        rows.push(Row::of("rtt", 4, sys, (1, calls), &mut p50s[i]));
     }
     // 200 callers: at each size the systems take turns, one timed run
     // each per round, so that the ratios at a size compare runs made close
@@ -1244,47 +1261,18 @@ fn main() {
                 per_call[i].push(m.runs[warm].as_nanos() as f64 / calls as f64);
             }
         }
-        if !line.is_empty() {
-            line.sort_by(f64::total_cmp);
-            println!(
-                "cacheline/{}  CPU0-CPU1 round trips {} .. {}",
-                fmt_size(size),
-                fmt_ns(line[0]),
-                fmt_ns(line[line.len() - 1])
-            );
-            rows.push(Row {
-                group: "cacheline",
-                size,
-                system: System::Green,
-                callers: 0,
-                calls: 0,
-                ns: line[line.len() / 2],
-                ns_lo: line[0],
-                ns_hi: line[line.len() - 1],
-            });
-        }
+        rows.extend(line_row(size, &mut line));
         for (i, &sys) in systems.iter().enumerate() {
-            let v = &mut per_call[i];
-            v.sort_by(f64::total_cmp);
-            let median = v[v.len() / 2];
+            let r = Row::of("ipc", size, sys, (callers, calls), &mut per_call[i]);
             println!(
                 "ipc/{}/{:<16} {:>10} per call   [{} .. {}]  ({calls} calls/run)",
                 fmt_size(size),
                 sys.name(),
-                fmt_ns(median),
-                fmt_ns(v[0]),
-                fmt_ns(v[v.len() - 1]),
+                fmt_ns(r.ns),
+                fmt_ns(r.ns_lo),
+                fmt_ns(r.ns_hi),
             );
-            rows.push(Row {
-                group: "ipc",
-                size,
-                system: sys,
-                callers,
-                calls,
-                ns: median,
-                ns_lo: v[0],
-                ns_hi: v[v.len() - 1],
-            });
+            rows.push(r);
         }
     }
     if !measuring {
