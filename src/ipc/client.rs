@@ -1160,8 +1160,9 @@ mod tests {
         let slot = CallSlot::new();
         SlotRef(NonNull::from(&slot)).deliver(Ok(desc(1)));
         assert!(slot.is_done());
-        slot.park_until_done(); // returns at once
-                                // SAFETY: done.
+        // Already DONE: returns at once.
+        slot.park_until_done();
+        // SAFETY: the slot is DONE.
         assert_eq!(unsafe { slot.take_result() }.unwrap().unwrap().id, 1);
 
         // Delivered from another thread, before or after the caller parks.
