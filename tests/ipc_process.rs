@@ -54,6 +54,21 @@ fn child_server() {
             if body == b"PEAK" {
                 return resp.write_all(&PEAK.load(Ordering::SeqCst).to_le_bytes());
             }
+            if let Some(n) = body.strip_prefix(b"GATHER ") {
+                // Blocks until `n` GATHER calls have arrived: they all
+                // complete only if that many handlers wait side by side.
+                static ARRIVED: AtomicUsize = AtomicUsize::new(0);
+                let n: usize = std::str::from_utf8(n).unwrap().parse().unwrap();
+                ARRIVED.fetch_add(1, Ordering::SeqCst);
+                let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                while ARRIVED.load(Ordering::SeqCst) < n {
+                    if std::time::Instant::now() > deadline {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                    green::thread::sleep(Duration::from_millis(1));
+                }
+                return resp.write_all(b"gathered");
+            }
             if body.starts_with(b"NAP") {
                 let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
                 PEAK.fetch_max(now, Ordering::SeqCst);
@@ -202,6 +217,25 @@ fn handler_threads_per_connection_are_capped() {
             assert_eq!(peak, 4, "handlers at once");
         },
     );
+}
+
+#[test]
+fn blocked_handlers_do_not_hold_up_other_calls() {
+    // Each call blocks its handler until all 200 have arrived: they all
+    // complete only if the server runs 200 handlers at once, however the
+    // calls were batched on the ring.
+    with_server("gather", &[], move |path| {
+        let client = Arc::new(Client::connect(&path).unwrap());
+        let hs: Vec<_> = (0..200)
+            .map(|_| {
+                let c = client.clone();
+                green::spawn(move || c.call(b"GATHER 200").map(|r| r.to_vec()))
+            })
+            .collect();
+        for h in hs {
+            assert_eq!(h.join().unwrap().unwrap(), b"gathered");
+        }
+    });
 }
 
 #[test]

@@ -99,9 +99,12 @@
 //!   fails at once.
 //! - **Handlers per connection are capped**
 //!   ([`ServerConfig::max_handlers`], default 1024): calls beyond the cap
-//!   queue and run on the handler green threads as they free up (a
-//!   handler thread runs queued calls until none is left, which also
-//!   saves a spawn per call under load); once a ringful waits, the server
+//!   queue and run on the handler green threads as they free up. A
+//!   handler thread runs queued calls until none is left, and before each
+//!   call starts one more handler if calls still wait and none is on its
+//!   way: a call that blocks never holds up the next, while handlers that
+//!   do not block drain a whole batch with a spawn or two (not one per
+//!   call). Once a ringful waits, the server
 //!   stops popping requests, so the client's calls wait for ring space.
 //!   A client cannot make the server create threads or queue memory
 //!   without bound.
@@ -652,6 +655,20 @@ impl Spin {
             self.shared = now.elapsed() >= SHARED_CPU;
         }
         true
+    }
+}
+
+/// A value on cache lines of its own (two 64-byte lines: the adjacent-line
+/// prefetcher pairs them), so that threads hammering one field of a
+/// shared struct do not slow down those using its neighbours.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
     }
 }
 

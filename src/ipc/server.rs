@@ -40,13 +40,37 @@ struct State {
     queue: VecDeque<(u64, Body)>,
     /// Handler green threads running.
     handlers: usize,
+    /// Of those, the ones spawned that have not yet taken a call.
+    starting: usize,
     /// Handlers waiting for arena space, woken when a `RELEASE` frees
     /// some.
     space_waiters: Vec<crate::thread::Thread>,
 }
 
+/// A handler's answer to one call, pushed with the next lock.
+#[derive(Clone, Copy)]
+struct Reply {
+    desc: Desc,
+    /// A response body written in place: its block's final length.
+    set_len: Option<(u64, u64)>,
+}
+
+impl State {
+    /// Whether to start one more handler thread: calls wait, none is
+    /// already on its way, and the cap allows. Counts it if so.
+    fn want_handler(&mut self, max_handlers: usize) -> bool {
+        let want = !self.queue.is_empty() && self.starting == 0 && self.handlers < max_handlers;
+        if want {
+            self.handlers += 1;
+            self.starting += 1;
+        }
+        want
+    }
+}
+
 struct Conn {
     state: Mutex<State>,
+    handler: Arc<Handler>,
     mem: ArenaMem,
     peer_mem: ArenaMem,
     dead: AtomicBool,
@@ -87,44 +111,52 @@ impl Conn {
         )));
     }
 
-    /// Handles a batch of request descriptors (the reader).
-    fn dispatch(self: &Arc<Self>, descs: &[Desc], handler: &Arc<Handler>) -> Result<(), String> {
-        for d in descs {
-            match d.opcode {
-                CALL => {
-                    let body = Body::from_desc(&self.peer_mem, d)?;
-                    let mut st = self.state.lock();
-                    if !st.in_flight.insert(d.id) {
-                        return Err(format!("duplicate call id {:#x} in flight", d.id));
+    /// Handles a batch of request descriptors (the reader), under one
+    /// lock.
+    fn dispatch(self: &Arc<Self>, descs: &[Desc]) -> Result<(), String> {
+        let mut spawn = false;
+        let mut released = Vec::new();
+        let res = (|| {
+            let mut st = self.state.lock();
+            for d in descs {
+                match d.opcode {
+                    CALL => {
+                        let body = Body::from_desc(&self.peer_mem, d)?;
+                        if !st.in_flight.insert(d.id) {
+                            return Err(format!("duplicate call id {:#x} in flight", d.id));
+                        }
+                        st.queue.push_back((d.id, body));
+                        spawn |= st.want_handler(self.max_handlers);
                     }
-                    st.queue.push_back((d.id, body));
-                    if st.handlers < self.max_handlers {
-                        st.handlers += 1;
-                        drop(st);
-                        let conn = self.clone();
-                        let handler = handler.clone();
-                        crate::spawn(move || conn.work(&*handler));
+                    RELEASE => {
+                        if !st.arena.free(d.offset, Some(d.len)) {
+                            return Err(format!(
+                                "RELEASE of offset {:#x}, length {}: not a response body \
+                                 the client holds",
+                                d.offset, d.len
+                            ));
+                        }
+                        released.append(&mut st.space_waiters);
                     }
+                    op => return Err(format!("unknown request opcode {op} (id {:#x})", d.id)),
                 }
-                RELEASE => {
-                    let mut st = self.state.lock();
-                    if !st.arena.free(d.offset, Some(d.len)) {
-                        return Err(format!(
-                            "RELEASE of offset {:#x}, length {}: not a response body \
-                             the client holds",
-                            d.offset, d.len
-                        ));
-                    }
-                    let waiters = std::mem::take(&mut st.space_waiters);
-                    drop(st);
-                    for t in waiters {
-                        t.unpark();
-                    }
-                }
-                op => return Err(format!("unknown request opcode {op} (id {:#x})", d.id)),
             }
+            Ok(())
+        })();
+        for t in released {
+            t.unpark();
         }
-        Ok(())
+        if spawn {
+            self.spawn_handler();
+        }
+        res
+    }
+
+    /// Starts a handler green thread (counted in `State::handlers` and
+    /// `State::starting` by [`State::want_handler`]).
+    fn spawn_handler(self: &Arc<Self>) {
+        let conn = self.clone();
+        crate::spawn(move || conn.work());
     }
 
     /// Room for more calls in the queue (the reader pops at most this
@@ -135,35 +167,82 @@ impl Conn {
     }
 
     /// A handler green thread: runs queued calls until none is left.
-    fn work(self: &Arc<Self>, handler: &Handler) {
+    ///
+    /// Before it runs a call it makes sure another handler is on its way
+    /// if calls still wait ([`State::want_handler`]): should this call
+    /// block, the next one does not wait for it. Handlers whose calls do
+    /// not block thus drain a whole batch on one thread, a spawn or two
+    /// per batch instead of one per call. A call's reply is pushed under
+    /// the same lock that takes the next call.
+    fn work(self: &Arc<Self>) {
+        let mut started = false;
+        let mut reply: Option<Reply> = None;
+        let mut backoff = Backoff::new();
         loop {
-            let (id, body) = {
+            let next = {
                 let mut st = self.state.lock();
-                let next = if self.dead.load(Ordering::SeqCst) {
+                if !started {
+                    st.starting -= 1;
+                    started = true;
+                }
+                if self.dead.load(Ordering::SeqCst) {
+                    st.handlers -= 1;
+                    return;
+                }
+                if let Some(r) = reply {
+                    match st.tx.push(r.desc) {
+                        Ok(()) => {
+                            if let Some((offset, len)) = r.set_len {
+                                st.arena.set_len(offset, len);
+                            }
+                            st.in_flight.remove(&r.desc.id);
+                            let _ = st.tx.notify();
+                            reply = None;
+                            backoff = Backoff::new();
+                        }
+                        Err(PushError::Full(_)) => {}
+                        Err(PushError::Corrupt(_, e)) => {
+                            st.handlers -= 1;
+                            drop(st);
+                            self.violation(format!("response ring: {e}"));
+                            return;
+                        }
+                    }
+                }
+                if reply.is_some() {
+                    // The response ring is full: the client pops it
+                    // without waiting for anything of ours.
                     None
                 } else {
-                    st.queue.pop_front()
-                };
-                match next {
-                    Some(call) => {
-                        if st.queue.len() + 1 == self.max_queued {
-                            // The reader may be waiting for room.
-                            self.reader.unpark();
+                    match st.queue.pop_front() {
+                        Some(call) => {
+                            if st.queue.len() + 1 == self.max_queued {
+                                // The reader may be waiting for room.
+                                self.reader.unpark();
+                            }
+                            Some((call, st.want_handler(self.max_handlers)))
                         }
-                        call
-                    }
-                    None => {
-                        st.handlers -= 1;
-                        return;
+                        None => {
+                            st.handlers -= 1;
+                            return;
+                        }
                     }
                 }
             };
-            self.run(id, body, handler);
+            match next {
+                None => backoff.snooze(),
+                Some(((id, body), spawn)) => {
+                    if spawn {
+                        self.spawn_handler();
+                    }
+                    reply = Some(self.run(id, body));
+                }
+            }
         }
     }
 
-    /// Runs one call's handler and sends its reply.
-    fn run(self: &Arc<Self>, id: u64, body: Body, handler: &Handler) {
+    /// Runs the handler for one call; returns its reply.
+    fn run(self: &Arc<Self>, id: u64, body: Body) -> Reply {
         let req = Request { body };
         let mut w = ResponseWriter {
             body: Buf::default(),
@@ -171,60 +250,45 @@ impl Conn {
         };
         // A panicking handler fails its call (the panic is reported by
         // the panic hook as usual); the connection goes on.
-        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&req, &mut w)))
-            .unwrap_or_else(|_| Err(io::Error::other("ipc handler panicked")));
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (self.handler)(&req, &mut w)
+        }))
+        .unwrap_or_else(|_| Err(io::Error::other("ipc handler panicked")));
         drop(req);
-        let desc = match res.and_then(|()| self.place(w)) {
-            Ok(out) => out.desc(id, REPLY),
-            Err(e) => Desc {
-                id,
-                opcode: ERROR,
-                flags: e.raw_os_error().unwrap_or(0) as u32,
-                offset: 0,
-                len: 0,
+        match res.and_then(|()| self.place(w)) {
+            Ok((out, set_len)) => Reply {
+                desc: out.desc(id, REPLY),
+                set_len,
             },
-        };
-        let mut backoff = Backoff::new();
-        loop {
-            {
-                let mut st = self.state.lock();
-                if self.dead.load(Ordering::SeqCst) {
-                    return;
-                }
-                match st.tx.push(desc) {
-                    Ok(()) => {
-                        st.in_flight.remove(&id);
-                        let _ = st.tx.notify();
-                        return;
-                    }
-                    Err(PushError::Full(_)) => {}
-                    Err(PushError::Corrupt(_, e)) => {
-                        drop(st);
-                        self.violation(format!("response ring: {e}"));
-                        return;
-                    }
-                }
-            }
-            backoff.snooze();
+            Err(e) => Reply {
+                desc: Desc {
+                    id,
+                    opcode: ERROR,
+                    flags: e.raw_os_error().unwrap_or(0) as u32,
+                    offset: 0,
+                    len: 0,
+                },
+                set_len: None,
+            },
         }
     }
 
-    /// Where a response body goes: inline if short; written in place
-    /// already; else allocated and written in our arena.
-    fn place(&self, mut w: ResponseWriter) -> io::Result<Out> {
+    /// Where the handler's response goes: inline, or in our arena. An
+    /// arena block written in place comes with the `(offset, len)` to
+    /// record (`Blocks::set_len`) when the reply is pushed.
+    fn place(&self, mut w: ResponseWriter) -> io::Result<(Out, Option<(u64, u64)>)> {
         let body = match std::mem::take(&mut w.body) {
-            Buf::Small(b, n) => return Ok(Out::Inline(b, n)),
+            Buf::Small(b, n) => return Ok((Out::Inline(b, n), None)),
             Buf::Arena { offset, len, .. } => {
-                let mut st = self.state.lock();
                 if len as usize <= INLINE_MAX {
                     let mut b = [0u8; INLINE_MAX];
                     let n = len as usize;
-                    self.mem.copy_from(offset, &mut b[..n])?;
-                    st.arena.free(offset, None);
-                    return Ok(Out::Inline(b, n as u8));
+                    let copied = self.mem.copy_from(offset, &mut b[..n]);
+                    self.free_block(offset);
+                    copied?;
+                    return Ok((Out::Inline(b, n as u8), None));
                 }
-                st.arena.set_len(offset, len);
-                return Ok(Out::Arena(Alloc { offset, len }));
+                return Ok((Out::Arena(Alloc { offset, len }), Some((offset, len))));
             }
             Buf::Vec(v) => v,
         };
@@ -253,8 +317,11 @@ impl Conn {
             // token makes a wake-up between the unlock and here count.
             crate::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
         };
-        self.mem.copy_to(a.offset, &body)?;
-        Ok(Out::Arena(a))
+        if let Err(e) = self.mem.copy_to(a.offset, &body) {
+            self.free_block(a.offset);
+            return Err(e.into());
+        }
+        Ok((Out::Arena(a), None))
     }
 
     /// A block of at least `len` bytes for a body written in place, if
@@ -373,6 +440,7 @@ fn serve_connection(
             in_flight: HashSet::new(),
             queue: VecDeque::new(),
             handlers: 0,
+            starting: 0,
             space_waiters: Vec::new(),
         }),
         peer_mem: peer_arena,
@@ -386,6 +454,7 @@ fn serve_connection(
         max_handlers: config.max_handlers,
         max_queued: config.ring_entries.max(1) as usize,
         reader: crate::thread::current(),
+        handler,
     });
     let w = conn.clone();
     crate::thread::Builder::new()
@@ -421,7 +490,7 @@ fn serve_connection(
             }
             Ok(n) => {
                 idle.reset();
-                if let Err(msg) = conn.dispatch(&buf[..n], &handler) {
+                if let Err(msg) = conn.dispatch(&buf[..n]) {
                     conn.violation(msg);
                 }
             }
