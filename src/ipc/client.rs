@@ -17,8 +17,8 @@ use slab::Slab;
 
 use super::blocks::Blocks;
 use super::{
-    connect_socket, watch, ArenaFullPolicy, Backoff, Body, ClientConfig, Idle, Out, Spin, CALL,
-    ERROR, INLINE, INLINE_MAX, PROTOCOL, RELEASE, REPLY,
+    connect_socket, watch, ArenaFullPolicy, Backoff, Body, ClientConfig, Idle, Out, Padded, Spin,
+    CALL, ERROR, INLINE, INLINE_MAX, PROTOCOL, RELEASE, REPLY,
 };
 use crate::ring::{Consumer, Peek, Producer, PushError};
 use crate::shm::{recv_fd, Alloc, ArenaMem, Desc, Endpoint, Region};
@@ -213,17 +213,17 @@ enum AllocWait<'a> {
 }
 
 struct Inner {
-    state: Mutex<State>,
+    state: Padded<Mutex<State>>,
     /// The response ring. Popped by callers while they wait for their
     /// response (see [`Inner::call`]) and by the reader green thread
     /// while no caller does.
-    rx: Mutex<Consumer<Desc>>,
+    rx: Padded<Mutex<Consumer<Desc>>>,
     /// Whether `rx` seems to hold responses, without its lock: pollers
     /// look here first, so spinning callers on several carriers do not
     /// pass the lock's cache line back and forth while nothing arrives.
     rx_peek: Peek<Desc>,
     /// Callers now polling `rx`; the reader stands aside while any do.
-    pollers: AtomicUsize,
+    pollers: Padded<AtomicUsize>,
     /// The reader green thread, to unpark.
     reader: OnceLock<Thread>,
     /// Our arena's bytes, for copying request bodies in without the lock.
@@ -353,10 +353,17 @@ impl Inner {
 
     /// Allocates `len` bytes in our arena under the configured policy;
     /// when it must wait, `wait` says how. `Ok(None)` only with
-    /// [`AllocWait::Register`].
-    fn alloc(&self, len: u64, start: Instant, wait: AllocWait<'_>) -> io::Result<Option<Alloc>> {
+    /// [`AllocWait::Register`]. `start` is when the call began waiting
+    /// for space; `None`: now (the clock is read only if the arena is
+    /// full).
+    fn alloc(
+        &self,
+        len: u64,
+        mut start: Option<Instant>,
+        wait: AllocWait<'_>,
+    ) -> io::Result<Option<Alloc>> {
         loop {
-            let deadline = {
+            let timeout = {
                 let mut st = self.state.lock();
                 if st.closed.is_some() {
                     return Err(st.closed_error());
@@ -372,10 +379,15 @@ impl Inner {
                 }
                 match st.arena.alloc(len) {
                     Ok(a) => return Ok(Some(a)),
-                    Err(full) => match self.config.arena_full {
-                        ArenaFullPolicy::Fail => return Err(full.into()),
-                        ArenaFullPolicy::Wait(t) if start.elapsed() >= t => return Err(full.into()),
-                        ArenaFullPolicy::Wait(t) => match wait {
+                    Err(full) => {
+                        let ArenaFullPolicy::Wait(t) = self.config.arena_full else {
+                            return Err(full.into());
+                        };
+                        let waited = start.get_or_insert_with(Instant::now).elapsed();
+                        if waited >= t {
+                            return Err(full.into());
+                        }
+                        match wait {
                             AllocWait::Register(w) => {
                                 st.space_waiters.push(SpaceWaiter::Waker(w.clone()));
                                 return Ok(None);
@@ -383,16 +395,16 @@ impl Inner {
                             AllocWait::Park => {
                                 st.space_waiters
                                     .push(SpaceWaiter::Thread(crate::thread::current()));
-                                start + t
+                                t - waited
                             }
-                        },
-                    },
+                        }
+                    }
                 }
             };
             // Woken by the next free (a response arriving frees its
             // request's body), or at the deadline; the park token makes a
             // wake-up between the unlock and here count.
-            crate::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
+            crate::thread::park_timeout(timeout);
         }
     }
 
@@ -499,7 +511,7 @@ impl Inner {
     /// and copies `bytes` in.
     fn write_body(&self, bytes: &[u8]) -> io::Result<Out> {
         let a = self
-            .alloc(bytes.len() as u64, Instant::now(), AllocWait::Park)?
+            .alloc(bytes.len() as u64, None, AllocWait::Park)?
             .expect("a parking alloc returns an allocation or an error");
         self.mem.copy_to(a.offset, bytes)?;
         Ok(Out::Arena(a))
@@ -716,7 +728,7 @@ impl Client {
         let watch_sock = sock.try_clone()?;
         let inner = Arc::new(Inner {
             mem: arena.mem().clone(),
-            state: Mutex::new(State {
+            state: Padded(Mutex::new(State {
                 tx,
                 arena: Blocks::new(arena),
                 pending: Slab::new(),
@@ -724,10 +736,10 @@ impl Client {
                 releases: Vec::new(),
                 closed: None,
                 space_waiters: Vec::new(),
-            }),
+            })),
             rx_peek: rx.peek(),
-            rx: Mutex::new(rx),
-            pollers: AtomicUsize::new(0),
+            rx: Padded(Mutex::new(rx)),
+            pollers: Padded(AtomicUsize::new(0)),
             reader: OnceLock::new(),
             peer_mem: peer_arena,
             dead: AtomicBool::new(false),
@@ -803,7 +815,7 @@ impl Client {
         } else {
             let a = self
                 .inner
-                .alloc(len as u64, Instant::now(), AllocWait::Park)?
+                .alloc(len as u64, None, AllocWait::Park)?
                 .expect("a blocking alloc returns an allocation or an error");
             Out::Arena(a)
         };
@@ -822,7 +834,7 @@ impl Client {
             Some(out) => FutState::Push(out),
             None => match self.inner.alloc(
                 request.len() as u64,
-                Instant::now(),
+                None,
                 AllocWait::Register(Waker::noop()),
             ) {
                 Ok(Some(a)) => match self.inner.mem.copy_to(a.offset, request) {
@@ -1021,7 +1033,7 @@ impl Future for CallFuture {
             match std::mem::replace(&mut this.state, FutState::Done) {
                 FutState::Start(bytes, t0, timer) => {
                     let len = bytes.len() as u64;
-                    match inner.alloc(len, t0, AllocWait::Register(cx.waker())) {
+                    match inner.alloc(len, Some(t0), AllocWait::Register(cx.waker())) {
                         Ok(Some(a)) => {
                             if let Err(e) = inner.mem.copy_to(a.offset, &bytes) {
                                 inner.free_body(a.offset);
