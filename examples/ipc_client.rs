@@ -1,9 +1,9 @@
 //! Runs CALLERS concurrent green-thread callers against `ipc_server` for
-//! 3 seconds with SIZE-byte requests, verifies every echoed response, and
-//! prints throughput and latency percentiles.
+//! SECS seconds (default 3) with SIZE-byte requests, verifies every echoed
+//! response, and prints throughput and latency percentiles.
 //!
 //! ```text
-//! cargo run --release --example ipc_client -- /tmp/green-ipc.sock 200 4096
+//! cargo run --release --example ipc_client -- /tmp/green-ipc.sock 200 4096 [SECS]
 //! ```
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +15,9 @@ fn main() -> std::io::Result<()> {
     let path = args.next().unwrap_or_else(|| "/tmp/green-ipc.sock".into());
     let callers: usize = args.next().map_or(1, |s| s.parse().expect("CALLERS"));
     let size: usize = args.next().map_or(4, |s| s.parse().expect("SIZE"));
-    let run_for = Duration::from_secs(3);
+    let run_for = args.next().map_or(Duration::from_secs(3), |s| {
+        Duration::from_secs_f64(s.parse().expect("SECS"))
+    });
 
     let client = Arc::new(green::ipc::Client::connect(&path)?);
     let stop = Arc::new(AtomicBool::new(false));

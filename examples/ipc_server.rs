@@ -15,8 +15,19 @@ fn main() -> std::io::Result<()> {
     let server = green::ipc::Server::bind(&path)?;
     eprintln!("serving on {path}");
     server.serve(|req, resp| {
-        let mut buf = vec![0u8; req.len()];
-        req.read_into(&mut buf);
-        resp.write_all(&buf)
+        // Copied through a buffer on the handler's stack, in pieces: no
+        // allocation per call, any size. `reserve` puts a longer response
+        // straight into the shared arena.
+        let mut buf = [0u8; 4096];
+        resp.reserve(req.len());
+        let mut pos = 0;
+        loop {
+            let n = req.read_at(pos, &mut buf);
+            if n == 0 {
+                return Ok(());
+            }
+            resp.write_all(&buf[..n])?;
+            pos += n;
+        }
     })
 }
