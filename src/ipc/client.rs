@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::Path;
 use std::pin::Pin;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -23,6 +23,40 @@ use super::{
 use crate::ring::{Consumer, Peek, Producer, PushError};
 use crate::shm::{recv_fd, Alloc, ArenaMem, Desc, Endpoint, Region};
 use crate::thread::Thread;
+
+/// Which threads (carriers: green threads never move to another) have a
+/// caller spinning on a connection's response ring, one bit per thread.
+/// Threads are numbered as they first call, modulo 64: two threads that
+/// share a bit only spin less. Relaxed throughout: a scheduling hint that
+/// guards no data.
+#[derive(Default)]
+struct SpinClaims(AtomicU64);
+
+impl SpinClaims {
+    /// This thread's bit.
+    fn bit() -> u64 {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        thread_local! {
+            static BIT: u64 = 1 << (NEXT.fetch_add(1, Ordering::Relaxed) % 64);
+        }
+        BIT.with(|b| *b)
+    }
+
+    /// Claims the right to spin for this thread, if no caller here holds
+    /// it; returns the bit to give back with [`unclaim`](Self::unclaim)
+    /// (from any thread).
+    fn claim(&self) -> Option<u64> {
+        let bit = Self::bit();
+        if self.0.load(Ordering::Relaxed) & bit != 0 {
+            return None;
+        }
+        (self.0.fetch_or(bit, Ordering::Relaxed) & bit == 0).then_some(bit)
+    }
+
+    fn unclaim(&self, bit: u64) {
+        self.0.fetch_and(!bit, Ordering::Relaxed);
+    }
+}
 
 /// How long a caller polls for its response before it parks.
 const CALLER_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
@@ -224,6 +258,8 @@ struct Inner {
     rx_peek: Peek<Desc>,
     /// Callers now polling `rx`; the reader stands aside while any do.
     pollers: Padded<AtomicUsize>,
+    /// Which carriers have a caller spinning on `rx`: at most one each.
+    spinners: Padded<SpinClaims>,
     /// The reader green thread, to unpark.
     reader: OnceLock<Thread>,
     /// Our arena's bytes, for copying request bodies in without the lock.
@@ -473,13 +509,22 @@ impl Inner {
                 }
             }
         }
-        let mut spin = Spin::new();
-        while !slot.is_done() {
-            self.poll_ring();
-            if slot.is_done() || !spin.round(CALLER_SPIN) {
-                break;
+        // One caller per carrier spins; the others park at once and are
+        // woken by whoever pops their response. Every spinner switches to
+        // each waiting caller of its carrier once per round, so with
+        // hundreds waiting a response sat in its slot for a whole round
+        // before its caller noticed (the next call waited as long), and
+        // the switches themselves cost more than the polling.
+        if let Some(bit) = self.spinners.claim() {
+            let mut spin = Spin::new();
+            while !slot.is_done() {
+                self.poll_ring();
+                if slot.is_done() || !spin.round(CALLER_SPIN) {
+                    break;
+                }
+                crate::thread::yield_now();
             }
-            crate::thread::yield_now();
+            self.spinners.unclaim(bit);
         }
         self.stop_polling(slot.is_done());
         slot.park_until_done();
@@ -740,6 +785,7 @@ impl Client {
             rx_peek: rx.peek(),
             rx: Padded(Mutex::new(rx)),
             pollers: Padded(AtomicUsize::new(0)),
+            spinners: Padded(SpinClaims::default()),
             reader: OnceLock::new(),
             peer_mem: peer_arena,
             dead: AtomicBool::new(false),
@@ -1002,12 +1048,12 @@ enum FutState {
     Start(Vec<u8>, Instant, Option<Pin<Box<crate::time::Sleep>>>),
     /// Written (inline or in the arena), not yet pushed.
     Push(Out),
-    /// On the ring, waiting for the response; while `spin` is set, the
-    /// future polls the ring itself (as a blocking caller does) for up to
-    /// [`CALLER_SPIN`].
+    /// On the ring, waiting for the response; while `spin` is set (with
+    /// the carrier's spinner bit it claimed), the future polls the ring
+    /// itself (as a blocking caller does) for up to [`CALLER_SPIN`].
     Waiting {
         key: usize,
-        spin: Option<Spin>,
+        spin: Option<(Spin, u64)>,
     },
     Failed(io::Error),
     Done,
@@ -1073,10 +1119,13 @@ impl Future for CallFuture {
                     }
                     match pushed {
                         Ok(Some(key)) => {
-                            this.state = FutState::Waiting {
-                                key,
-                                spin: Some(Spin::new()),
-                            };
+                            // One spinner per carrier, as for blocking
+                            // calls; the others wait for their waker.
+                            let spin = inner.spinners.claim().map(|bit| (Spin::new(), bit));
+                            if spin.is_none() {
+                                inner.stop_polling(false);
+                            }
+                            this.state = FutState::Waiting { key, spin };
                         }
                         Ok(None) => {
                             this.state = FutState::Push(body);
@@ -1094,17 +1143,19 @@ impl Future for CallFuture {
                     if let Some(r) = st.pending[key].result.take() {
                         st.pending.remove(key);
                         drop(st);
-                        if spin.is_some() {
+                        if let Some((_, bit)) = spin {
+                            inner.spinners.unclaim(bit);
                             inner.stop_polling(true);
                         }
                         return Poll::Ready(inner.finish(r));
                     }
                     st.pending[key].waiter = Waiter::Waker(Some(cx.waker().clone()));
                     drop(st);
-                    if let Some(s) = &mut spin {
+                    if let Some((s, bit)) = &mut spin {
                         if s.round(CALLER_SPIN) {
                             cx.waker().wake_by_ref();
                         } else {
+                            inner.spinners.unclaim(*bit);
                             spin = None;
                             inner.stop_polling(false);
                         }
@@ -1124,7 +1175,8 @@ impl Drop for CallFuture {
         match std::mem::replace(&mut self.state, FutState::Done) {
             FutState::Push(Out::Arena(a)) => self.inner.free_body(a.offset),
             FutState::Waiting { key, spin, .. } => {
-                if spin.is_some() {
+                if let Some((_, bit)) = spin {
+                    self.inner.spinners.unclaim(bit);
                     self.inner.stop_polling(false);
                 }
                 let mut st = self.inner.state.lock();
@@ -1164,6 +1216,26 @@ mod tests {
             opcode: REPLY,
             ..Desc::default()
         }
+    }
+
+    #[test]
+    fn one_spin_claim_per_thread_until_given_back() {
+        let claims = Arc::new(SpinClaims::default());
+        let mine = claims.claim().expect("the first claim on a thread");
+        assert!(claims.claim().is_none(), "a second caller on this thread");
+        let other = {
+            let c = claims.clone();
+            std::thread::spawn(move || c.claim()).join().unwrap()
+        };
+        let other = other.expect("another thread claims its own bit");
+        assert_ne!(mine, other);
+        claims.unclaim(mine);
+        let again = claims.claim().expect("claimable once given back");
+        assert_eq!(again, mine);
+        // Given back from another thread (a future polled elsewhere).
+        let c = claims.clone();
+        std::thread::spawn(move || c.unclaim(again)).join().unwrap();
+        assert_eq!(claims.claim(), Some(mine));
     }
 
     #[test]
