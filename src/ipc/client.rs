@@ -600,7 +600,11 @@ impl Inner {
     fn complete_one(&self, st: &mut State, d: &Desc, wake: &mut Vec<Wake>) -> Result<(), String> {
         match d.opcode {
             REPLY => {
-                Body::from_desc(&self.peer_mem, d)?;
+                if let Body::Shared { offset, len, .. } = Body::from_desc(&self.peer_mem, d)? {
+                    // Its caller reads it soon: start fetching the batch's
+                    // bodies together.
+                    self.peer_mem.prefetch(offset, len);
+                }
             }
             ERROR if d.len != 0 => {
                 return Err(format!("ERROR response with a body (id {:#x})", d.id));

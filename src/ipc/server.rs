@@ -122,6 +122,11 @@ impl Conn {
                 match d.opcode {
                     CALL => {
                         let body = Body::from_desc(&self.peer_mem, d)?;
+                        if let Body::Shared { offset, len, .. } = body {
+                            // Its handler reads it soon: start fetching
+                            // the batch's bodies together.
+                            self.peer_mem.prefetch(offset, len);
+                        }
                         if !st.in_flight.insert(d.id) {
                             return Err(format!("duplicate call id {:#x} in flight", d.id));
                         }

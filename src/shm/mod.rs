@@ -118,5 +118,5 @@ pub use self::handshake::{
 pub use self::layout::{
     Area, RegionHeader, RegionLayout, AREA_NAMES, HEADER_BYTES, HEADER_WORDS, MAGIC, VERSION,
 };
-pub use self::mem::{ArenaMem, OutOfBounds, ARENA_ALIGN};
+pub use self::mem::{ArenaMem, OutOfBounds, ARENA_ALIGN, PREFETCH_MAX};
 pub use self::region::{page_size, Endpoint, Region, Role};
