@@ -197,7 +197,9 @@ fn handler_threads_per_connection_are_capped() {
         "cap",
         &[("GREEN_IPC_MAX_HANDLERS", "4"), ("GREEN_IPC_RING", "16")],
         move |path| {
-            let client = Arc::new(Client::connect(&path).unwrap());
+            // One lane: one connection, whose cap is counted.
+            let client =
+                Arc::new(Client::connect_with(&path, ClientConfig::default().lanes(1)).unwrap());
             let hs: Vec<_> = (0..100)
                 .map(|i| {
                     let c = client.clone();
@@ -323,8 +325,13 @@ fn arena_full_fail_policy_and_wait_policy() {
         move |path| {
             let connect = |policy| {
                 Arc::new(
-                    Client::connect_with(&path, ClientConfig::default().arena_full(policy))
-                        .unwrap(),
+                    // One lane: the calls below, from green threads on any
+                    // carrier, share one arena.
+                    Client::connect_with(
+                        &path,
+                        ClientConfig::default().arena_full(policy).lanes(1),
+                    )
+                    .unwrap(),
                 )
             };
             let big = |tag: &[u8]| {

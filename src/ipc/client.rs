@@ -65,8 +65,15 @@ const CALLER_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 /// `Arc<Client>`) between green threads on any carriers: each
 /// [`call`](Self::call) blocks only its caller. Dropping it closes the
 /// connection.
+///
+/// It holds one lane per carrier of its runtime (see
+/// [`ClientConfig::lanes`]): a lane is a connection of its own to the
+/// server (region, rings, reader), and a call goes over the lane of the
+/// carrier it is made on, so callers on different carriers share no ring,
+/// lock or counter. Calls from threads that are not carriers use the first
+/// lane.
 pub struct Client {
-    inner: Arc<Inner>,
+    lanes: Box<[Arc<Inner>]>,
 }
 
 enum Waiter {
@@ -707,8 +714,40 @@ impl Client {
     ///
     /// As [`connect`](Self::connect).
     pub fn connect_with(path: impl AsRef<Path>, config: ClientConfig) -> io::Result<Client> {
-        let (ep, sock) = Client::connect_raw(path.as_ref(), &config)?;
-        Client::from_endpoint(ep, sock.into(), config)
+        let n = config
+            .lanes
+            .unwrap_or_else(crate::runtime::carriers_here)
+            .max(1);
+        let mut lanes = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (ep, sock) = Client::connect_raw(path.as_ref(), &config)?;
+            match Client::lane_from_endpoint(ep, sock.into(), config.clone()) {
+                Ok(lane) => lanes.push(lane),
+                Err(e) => {
+                    for l in &lanes {
+                        l.close(
+                            io::ErrorKind::BrokenPipe,
+                            "the client failed to connect".into(),
+                        );
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Client {
+            lanes: lanes.into(),
+        })
+    }
+
+    /// The lane for a call made on this thread.
+    fn lane(&self) -> &Arc<Inner> {
+        let i = crate::runtime::carrier_index().map_or(0, |(i, _)| i % self.lanes.len());
+        &self.lanes[i]
+    }
+
+    /// The number of lanes (connections to the server) this client holds.
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
     }
 
     /// The handshake alone: the raw endpoint and the liveness socket. For
@@ -761,11 +800,11 @@ impl Client {
         Ok((ep, sock))
     }
 
-    fn from_endpoint(
+    fn lane_from_endpoint(
         ep: Endpoint,
         sock: crate::os::unix::net::UnixStream,
         config: ClientConfig,
-    ) -> io::Result<Client> {
+    ) -> io::Result<Arc<Inner>> {
         let Endpoint {
             tx,
             rx,
@@ -832,7 +871,7 @@ impl Client {
                     format!("ipc server gone: {e}"),
                 );
             })?;
-        Ok(Client { inner })
+        Ok(inner)
     }
 
     /// Sends `request` and waits for the response. Only the calling green
@@ -845,11 +884,12 @@ impl Client {
     /// closed; [`io::ErrorKind::OutOfMemory`] when the arena has no room
     /// (see [`ArenaFullPolicy`]); the handler's error kind if it failed.
     pub fn call(&self, request: &[u8]) -> io::Result<Response> {
+        let lane = self.lane();
         let body = match Out::inline(request) {
             Some(out) => out,
-            None => self.inner.write_body(request)?,
+            None => lane.write_body(request)?,
         };
-        self.inner.call(body)
+        lane.call(body)
     }
 
     /// Reserves `len` bytes for a request in the arena, to be written in
@@ -860,17 +900,17 @@ impl Client {
     ///
     /// As [`call`](Self::call)'s allocation.
     pub fn request_builder(&self, len: usize) -> io::Result<RequestBuilder<'_>> {
+        let lane = self.lane();
         let body = if len <= INLINE_MAX {
             Out::Inline([0; INLINE_MAX], len as u8)
         } else {
-            let a = self
-                .inner
+            let a = lane
                 .alloc(len as u64, None, AllocWait::Park)?
                 .expect("a blocking alloc returns an allocation or an error");
             Out::Arena(a)
         };
         Ok(RequestBuilder {
-            client: self,
+            lane,
             body: Some(body),
             len,
         })
@@ -880,17 +920,18 @@ impl Client {
     /// copied into the arena now (or, if the arena or ring is full, at a
     /// later poll); the response is awaited without blocking a thread.
     pub fn call_async(&self, request: &[u8]) -> CallFuture {
+        let lane = self.lane();
         let state = match Out::inline(request) {
             Some(out) => FutState::Push(out),
-            None => match self.inner.alloc(
+            None => match lane.alloc(
                 request.len() as u64,
                 None,
                 AllocWait::Register(Waker::noop()),
             ) {
-                Ok(Some(a)) => match self.inner.mem.copy_to(a.offset, request) {
+                Ok(Some(a)) => match lane.mem.copy_to(a.offset, request) {
                     Ok(()) => FutState::Push(Out::Arena(a)),
                     Err(e) => {
-                        self.inner.free_body(a.offset);
+                        lane.free_body(a.offset);
                         FutState::Failed(e.into())
                     }
                 },
@@ -899,7 +940,7 @@ impl Client {
             },
         };
         CallFuture {
-            inner: self.inner.clone(),
+            inner: lane.clone(),
             state,
         }
     }
@@ -907,14 +948,15 @@ impl Client {
     /// Whether the connection is closed (the server is gone, or broke the
     /// protocol).
     pub fn is_closed(&self) -> bool {
-        self.inner.dead.load(Ordering::SeqCst)
+        self.lanes.iter().any(|l| l.dead.load(Ordering::SeqCst))
     }
 }
 
 impl Drop for Client {
     fn drop(&mut self) {
-        self.inner
-            .close(io::ErrorKind::BrokenPipe, "the client was dropped".into());
+        for lane in self.lanes.iter() {
+            lane.close(io::ErrorKind::BrokenPipe, "the client was dropped".into());
+        }
     }
 }
 
@@ -930,7 +972,8 @@ impl std::fmt::Debug for Client {
 /// descriptor when it is at most [`INLINE_MAX`] bytes); see
 /// [`Client::request_builder`].
 pub struct RequestBuilder<'a> {
-    client: &'a Client,
+    /// The lane whose arena holds the body; the call goes over it.
+    lane: &'a Arc<Inner>,
     /// `None` once sent.
     body: Option<Out>,
     len: usize,
@@ -965,11 +1008,7 @@ impl RequestBuilder<'_> {
                 b[offset..offset + bytes.len()].copy_from_slice(bytes);
                 Ok(())
             }
-            Some(Out::Arena(a)) => Ok(self
-                .client
-                .inner
-                .mem
-                .copy_to(a.offset + offset as u64, bytes)?),
+            Some(Out::Arena(a)) => Ok(self.lane.mem.copy_to(a.offset + offset as u64, bytes)?),
             None => Ok(()),
         }
     }
@@ -985,7 +1024,7 @@ impl RequestBuilder<'_> {
             Some(Out::Inline(b, n)) => &mut b[..usize::from(*n)],
             // SAFETY: our allocation, not yet published; the caller vouches
             // for the peer.
-            Some(Out::Arena(a)) => unsafe { self.client.inner.mem.slice_mut(a.offset, a.len) }
+            Some(Out::Arena(a)) => unsafe { self.lane.mem.slice_mut(a.offset, a.len) }
                 .expect("our own allocation is in bounds"),
             None => &mut [],
         }
@@ -999,7 +1038,7 @@ impl RequestBuilder<'_> {
     /// As [`Client::call`].
     pub fn call(mut self) -> io::Result<Response> {
         match self.body.take() {
-            Some(body) => self.client.inner.call(body),
+            Some(body) => self.lane.call(body),
             None => Err(io::Error::other("request already sent")),
         }
     }
@@ -1008,7 +1047,7 @@ impl RequestBuilder<'_> {
 impl Drop for RequestBuilder<'_> {
     fn drop(&mut self) {
         if let Some(off) = self.body.take().and_then(Out::arena_offset) {
-            self.client.inner.free_body(off);
+            self.lane.free_body(off);
         }
     }
 }

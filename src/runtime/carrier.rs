@@ -133,6 +133,8 @@ impl CarrierShared {
 
 /// The carrier-thread-only state.
 pub(crate) struct CarrierLocal {
+    /// This carrier's place among its runtime's carriers.
+    pub(crate) index: usize,
     pub(crate) shared: Arc<CarrierShared>,
     pub(crate) runtime: Arc<RuntimeShared>,
     run_queue: RunQueue,
@@ -228,6 +230,12 @@ pub(crate) fn polling_task() -> Option<NonNull<Task>> {
     with_carrier(|c| c.and_then(|c| c.polling.get()))
 }
 
+/// This thread's carrier as (its index, its runtime's carrier count), or
+/// `None` off a carrier.
+pub(crate) fn carrier_index() -> Option<(usize, usize)> {
+    with_carrier(|c| c.map(|c| (c.index, c.runtime.carriers.len())))
+}
+
 /// Raw pointer to this thread's carrier, for the signal handler.
 #[inline]
 pub(crate) fn carrier_ptr() -> *const CarrierLocal {
@@ -283,11 +291,13 @@ pub(crate) unsafe fn suspend(task: NonNull<Task>, why: Suspend) {
 
 impl CarrierLocal {
     pub(crate) fn new(
+        index: usize,
         shared: Arc<CarrierShared>,
         runtime: Arc<RuntimeShared>,
         driver: Option<Driver>,
     ) -> Self {
         CarrierLocal {
+            index,
             driver: RefCell::new(driver),
             woken: RefCell::new(Vec::new()),
             shared,

@@ -23,6 +23,7 @@ use std::task::{Context, Poll};
 use corosensei::Coroutine;
 use parking_lot::Mutex;
 
+pub(crate) use self::carrier::carrier_index;
 use self::carrier::{with_carrier, CarrierLocal, CarrierShared, Remote};
 use self::stack::{class_of, PooledStack};
 use self::task::{Body, Task, TaskRef};
@@ -226,7 +227,7 @@ impl Builder {
                     };
                     let _ = ready.send(Ok(()));
                     drop(ready);
-                    let local = CarrierLocal::new(carrier, rt_shared, driver);
+                    let local = CarrierLocal::new(i, carrier, rt_shared, driver);
                     local.run();
                 });
             match spawned {
@@ -355,6 +356,12 @@ impl Drop for Runtime {
             }
         }
     }
+}
+
+/// The carriers of the runtime this thread belongs to (the default
+/// runtime's off a carrier).
+pub(crate) fn carriers_here() -> usize {
+    carrier_index().map_or_else(|| default_runtime().carriers(), |(_, n)| n)
 }
 
 /// The runtime started on first use by spawns from plain OS threads.
