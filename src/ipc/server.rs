@@ -402,11 +402,13 @@ impl Server {
             let (stream, _) = self.listener.accept()?;
             let handler = handler.clone();
             let config = self.config.clone();
-            crate::spawn(move || {
+            // Connections share nothing: each goes to the least loaded
+            // carrier (a client's lanes then run side by side).
+            crate::runtime::spawn_balanced(move || {
                 if let Err(e) = serve_connection(stream, handler, &config) {
                     (config.on_error)(&e);
                 }
-            });
+            })?;
         }
     }
 }

@@ -441,6 +441,31 @@ where
     }
 }
 
+/// Spawns a green thread on the least loaded carrier of this thread's
+/// runtime (the default runtime off a carrier), not necessarily this one:
+/// for independent work, such as a server's connections, that should
+/// spread over the carriers.
+pub(crate) fn spawn_balanced<F, T>(f: F) -> io::Result<JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let rt = with_carrier(|c| c.map(|c| c.runtime.clone()))
+        .unwrap_or_else(|| default_runtime().shared().clone());
+    let carrier = rt.pick().clone();
+    let here = with_carrier(|c| c.is_some_and(|c| Arc::ptr_eq(&c.shared, &carrier)));
+    if here {
+        return spawn_on(Some(&rt), None, None, f);
+    }
+    let stack = stack::alloc_global(class_of(rt.stack_size)?)?;
+    let task = new_green(carrier.clone(), None, stack, f);
+    let handle = JoinHandle::new(task.clone());
+    carrier
+        .push_remote(Remote::Spawn(task))
+        .map_err(|_| shutdown_error())?;
+    Ok(handle)
+}
+
 fn new_green<F, T>(
     carrier: Arc<CarrierShared>,
     name: Option<Box<str>>,
@@ -524,4 +549,30 @@ fn local_carrier(rt: Option<&Arc<RuntimeShared>>) -> Option<*const CarrierLocal>
         (Some(c), Some(rt)) if Arc::ptr_eq(&c.runtime, rt) => Some(c as *const CarrierLocal),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn balanced_spawns_go_to_the_idle_carrier_and_know_their_index() {
+        let rt = Runtime::builder().carriers(2).name("bal").build().unwrap();
+        let (here, there) = rt
+            .spawn(|| {
+                let here = carrier_index().expect("on a carrier");
+                // This carrier runs us; the other has nothing.
+                let there = spawn_balanced(|| carrier_index().expect("on a carrier"))
+                    .unwrap()
+                    .join()
+                    .unwrap();
+                (here, there)
+            })
+            .join()
+            .unwrap();
+        assert_eq!(here.1, 2);
+        assert_eq!(there.1, 2);
+        assert_ne!(here.0, there.0);
+        assert!(carrier_index().is_none(), "a plain thread is no carrier");
+    }
 }
