@@ -771,7 +771,9 @@ fn serve(spec: &str) -> io::Result<()> {
                 // The response is written through `io::Write` in chunks
                 // (the writer's buffer is copied into the arena after).
                 let (hdr, len) = (!hdr, msg.len());
-                let chunk = [body_byte(hdr); 4096];
+                // Only the bytes sent are filled (a 4 B call fills 4).
+                let mut chunk = [0u8; 4096];
+                chunk[..(len - 4).min(4096)].fill(body_byte(hdr));
                 resp.reserve(len);
                 resp.write_all(&hdr.to_le_bytes())?;
                 let mut left = len - 4;
