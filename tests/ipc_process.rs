@@ -78,6 +78,20 @@ fn child_server() {
                 green::thread::sleep(Duration::from_secs(5));
             } else if body.starts_with(b"SLEEP") {
                 green::thread::sleep(Duration::from_millis(300));
+            } else if body.starts_with(b"PIECES") {
+                // Reserved up front (in place in the arena), then written
+                // in pieces of mixed sizes, short ones among them.
+                resp.reserve(body.len());
+                let mut rest = &body[..];
+                for k in [4, 3, 40, 1, 100, 31, 32, 33, 4096].into_iter().cycle() {
+                    if rest.is_empty() {
+                        break;
+                    }
+                    let k = k.min(rest.len());
+                    resp.write_all(&rest[..k])?;
+                    rest = &rest[k..];
+                }
+                return Ok(());
             } else if body.starts_with(b"SPLIT") {
                 // A byte at a time: the body grows past what a descriptor
                 // carries inline while the handler writes.
@@ -182,6 +196,10 @@ fn round_trips_at_every_size() {
                 let mut req = pattern(size.max(5), 7);
                 req[..5].copy_from_slice(b"SPLIT");
                 assert_eq!(client.call(&req).unwrap().to_vec(), req, "split {size}");
+                // Written by the handler in pieces of mixed sizes.
+                let mut req = pattern(size.max(6), 8);
+                req[..6].copy_from_slice(b"PIECES");
+                assert_eq!(client.call(&req).unwrap().to_vec(), req, "pieces {size}");
             }
         })
         .join()

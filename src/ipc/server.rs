@@ -282,6 +282,7 @@ impl Conn {
     /// arena block written in place comes with the `(offset, len)` to
     /// record (`Blocks::set_len`) when the reply is pushed.
     fn place(&self, mut w: ResponseWriter) -> io::Result<(Out, Option<(u64, u64)>)> {
+        w.flush_stage()?;
         let body = match std::mem::take(&mut w.body) {
             Buf::Small(b, n) => return Ok((Out::Inline(b, n), None)),
             Buf::Arena { offset, len, .. } => {
@@ -557,11 +558,61 @@ enum Buf {
     Small([u8; INLINE_MAX], u8),
     Vec(Vec<u8>),
     /// In place in the server arena: `len` of `cap` bytes written.
+    /// In place in our arena: `len` bytes copied in, then `staged` more
+    /// held in `stage` (see [`STAGE`]).
     Arena {
         offset: u64,
         cap: u64,
         len: u64,
+        stage: [u8; STAGE],
+        staged: u8,
     },
+}
+
+/// Writes shorter than this into an arena body wait in a private buffer
+/// and go in with the next write. A copy into shared memory that covers
+/// part of an 8-byte word must merge with the word's other bytes in one
+/// atomic read-modify-write, which waits for the cache line to come over
+/// from the client (the last to read it); from 32 bytes up a copy is a
+/// string move with no atomics. So a 4-byte header then a body costs one
+/// copy, not a stall and a copy.
+const STAGE: usize = 32;
+
+/// Appends `buf` to an arena body (see [`STAGE`]).
+fn arena_write(
+    mem: &ArenaMem,
+    at: u64,
+    len: &mut u64,
+    stage: &mut [u8; STAGE],
+    staged: &mut u8,
+    buf: &[u8],
+) -> io::Result<()> {
+    let n = usize::from(*staged);
+    if n + buf.len() < STAGE {
+        stage[n..n + buf.len()].copy_from_slice(buf);
+        *staged += buf.len() as u8;
+        return Ok(());
+    }
+    let mut rest = buf;
+    if n > 0 {
+        // The staged bytes and the head of `buf`: 32 bytes or more.
+        let mut joined = [0u8; 2 * STAGE];
+        joined[..n].copy_from_slice(&stage[..n]);
+        let take = (2 * STAGE - n).min(rest.len());
+        joined[n..n + take].copy_from_slice(&rest[..take]);
+        mem.copy_to(at + *len, &joined[..n + take])?;
+        *len += (n + take) as u64;
+        *staged = 0;
+        rest = &rest[take..];
+    }
+    if rest.len() >= STAGE {
+        mem.copy_to(at + *len, rest)?;
+        *len += rest.len() as u64;
+    } else {
+        stage[..rest.len()].copy_from_slice(rest);
+        *staged = rest.len() as u8;
+    }
+    Ok(())
 }
 
 impl Default for Buf {
@@ -576,8 +627,31 @@ impl ResponseWriter {
         match &self.body {
             Buf::Small(_, n) => usize::from(*n),
             Buf::Vec(v) => v.len(),
-            Buf::Arena { len, .. } => *len as usize,
+            Buf::Arena { len, staged, .. } => *len as usize + usize::from(*staged),
         }
+    }
+
+    /// Copies staged bytes of an arena body in.
+    fn flush_stage(&mut self) -> io::Result<()> {
+        if let (
+            Buf::Arena {
+                offset,
+                len,
+                stage,
+                staged,
+                ..
+            },
+            Some(conn),
+        ) = (&mut self.body, &self.conn)
+        {
+            let n = usize::from(*staged);
+            if n > 0 {
+                conn.mem.copy_to(*offset + *len, &stage[..n])?;
+                *len += n as u64;
+                *staged = 0;
+            }
+        }
+        Ok(())
     }
 
     /// Whether nothing was written.
@@ -600,6 +674,10 @@ impl ResponseWriter {
     /// Moves the body to a place with room for `want` bytes and appends
     /// `tail`: an arena block if there is room, else a `Vec`.
     fn grow(&mut self, want: usize, tail: &[u8]) {
+        // A failed copy into our own block cannot happen (in bounds); if
+        // it did, the bytes would be lost and the reply wrong, so treat
+        // the block as unusable below.
+        let flushed = self.flush_stage().is_ok();
         let old = std::mem::take(&mut self.body);
         let (head, n) = match &old {
             Buf::Small(b, n) => (Some(b), usize::from(*n)),
@@ -611,14 +689,26 @@ impl ResponseWriter {
             _ => None,
         };
         if let (Some((offset, cap)), Some(conn), Some(head)) = (in_arena, &self.conn, head) {
-            // Our fresh block, in bounds: copies cannot fail.
-            let ok = conn.mem.copy_to(offset, &head[..n]).is_ok()
-                && conn.mem.copy_to(offset + n as u64, tail).is_ok();
+            // Our fresh block, in bounds: copies cannot fail. The short
+            // head is staged and goes in with the tail.
+            let (mut len, mut stage, mut staged) = (0, [0u8; STAGE], 0);
+            let ok = arena_write(
+                &conn.mem,
+                offset,
+                &mut len,
+                &mut stage,
+                &mut staged,
+                &head[..n],
+            )
+            .and_then(|()| arena_write(&conn.mem, offset, &mut len, &mut stage, &mut staged, tail))
+            .is_ok();
             if ok {
                 self.body = Buf::Arena {
                     offset,
                     cap,
-                    len: (n + tail.len()) as u64,
+                    len,
+                    stage,
+                    staged,
                 };
                 return;
             }
@@ -630,7 +720,9 @@ impl ResponseWriter {
             (Buf::Vec(old_v), _) => v.extend_from_slice(old_v),
             (Buf::Arena { offset, .. }, Some(conn)) => {
                 v.resize(n, 0);
-                let _ = conn.mem.copy_from(*offset, &mut v);
+                if !flushed || conn.mem.copy_from(*offset, &mut v).is_err() {
+                    v.fill(0);
+                }
                 conn.free_block(*offset);
             }
             (Buf::Arena { .. }, None) => {}
@@ -648,12 +740,16 @@ impl io::Write for ResponseWriter {
                 b[at..at + buf.len()].copy_from_slice(buf);
                 *n += buf.len() as u8;
             }
-            Buf::Arena { offset, cap, len } if *len + buf.len() as u64 <= *cap => {
-                if let Some(conn) = &self.conn {
-                    conn.mem.copy_to(*offset + *len, buf)?;
-                }
-                *len += buf.len() as u64;
-            }
+            Buf::Arena {
+                offset,
+                cap,
+                len,
+                stage,
+                staged,
+            } if *len + u64::from(*staged) + buf.len() as u64 <= *cap => match &self.conn {
+                Some(conn) => arena_write(&conn.mem, *offset, len, stage, staged, buf)?,
+                None => *len += buf.len() as u64,
+            },
             Buf::Vec(v) => v.extend_from_slice(buf),
             _ => self.grow(self.len() + buf.len(), buf),
         }
