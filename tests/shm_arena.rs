@@ -235,14 +235,19 @@ fn random_sequences_match_a_model() {
 fn copies_round_trip_at_every_alignment() {
     let mem = ArenaMem::heap(256);
     let data: Vec<u8> = (0..=255).collect();
-    for offset in 0..20u64 {
-        // Both copy paths: word by word below 32 bytes, the string move
-        // (on x86-64) from 32 up.
+    // Both copy paths (word by word below 32 bytes, the string move on
+    // x86-64 from 32 up), through both entries (partial words merged
+    // atomically, or by the sole writer).
+    for (offset, owned) in (0..20u64).flat_map(|o| [(o, false), (o, true)]) {
         for len in [
             0usize, 1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 100, 200, 236,
         ] {
             mem.copy_to(0, &[0xEE; 256]).unwrap();
-            mem.copy_to(offset, &data[..len]).unwrap();
+            if owned {
+                mem.copy_to_owned(offset, &data[..len]).unwrap();
+            } else {
+                mem.copy_to(offset, &data[..len]).unwrap();
+            }
             let mut all = vec![0u8; 256];
             mem.copy_from(0, &mut all).unwrap();
             let o = offset as usize;
@@ -268,6 +273,7 @@ fn copies_out_of_bounds_are_errors() {
     let mut buf = [7u8; 16];
     assert_eq!(mem.len(), 100);
     assert!(mem.copy_to(84, &buf).is_ok());
+    assert!(mem.copy_to_owned(84, &buf).is_ok());
     assert!(mem.copy_from(84, &mut buf).is_ok());
     for (offset, len) in [
         (85u64, 16usize),
@@ -284,6 +290,7 @@ fn copies_out_of_bounds_are_errors() {
                 arena_len: 100
             }
         );
+        assert_eq!(mem.copy_to_owned(offset, &buf[..len]).unwrap_err(), e);
         assert!(mem.copy_from(offset, &mut buf[..len]).is_err());
         assert!(mem.ptr(offset, len as u64).is_err());
     }

@@ -565,7 +565,7 @@ impl Inner {
         let a = self
             .alloc(bytes.len() as u64, None, AllocWait::Park)?
             .expect("a parking alloc returns an allocation or an error");
-        self.mem.copy_to(a.offset, bytes)?;
+        self.mem.copy_to_owned(a.offset, bytes)?;
         Ok(Out::Arena(a))
     }
 
@@ -928,7 +928,7 @@ impl Client {
                 None,
                 AllocWait::Register(Waker::noop()),
             ) {
-                Ok(Some(a)) => match lane.mem.copy_to(a.offset, request) {
+                Ok(Some(a)) => match lane.mem.copy_to_owned(a.offset, request) {
                     Ok(()) => FutState::Push(Out::Arena(a)),
                     Err(e) => {
                         lane.free_body(a.offset);
@@ -1008,7 +1008,10 @@ impl RequestBuilder<'_> {
                 b[offset..offset + bytes.len()].copy_from_slice(bytes);
                 Ok(())
             }
-            Some(Out::Arena(a)) => Ok(self.lane.mem.copy_to(a.offset + offset as u64, bytes)?),
+            Some(Out::Arena(a)) => Ok(self
+                .lane
+                .mem
+                .copy_to_owned(a.offset + offset as u64, bytes)?),
             None => Ok(()),
         }
     }
@@ -1124,7 +1127,7 @@ impl Future for CallFuture {
                     let len = bytes.len() as u64;
                     match inner.alloc(len, Some(t0), AllocWait::Register(cx.waker())) {
                         Ok(Some(a)) => {
-                            if let Err(e) = inner.mem.copy_to(a.offset, &bytes) {
+                            if let Err(e) = inner.mem.copy_to_owned(a.offset, &bytes) {
                                 inner.free_body(a.offset);
                                 return Poll::Ready(Err(e.into()));
                             }

@@ -323,7 +323,7 @@ impl Conn {
             // token makes a wake-up between the unlock and here count.
             crate::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
         };
-        if let Err(e) = self.mem.copy_to(a.offset, &body) {
+        if let Err(e) = self.mem.copy_to_owned(a.offset, &body) {
             self.free_block(a.offset);
             return Err(e.into());
         }
@@ -600,13 +600,13 @@ fn arena_write(
         joined[..n].copy_from_slice(&stage[..n]);
         let take = (2 * STAGE - n).min(rest.len());
         joined[n..n + take].copy_from_slice(&rest[..take]);
-        mem.copy_to(at + *len, &joined[..n + take])?;
+        mem.copy_to_owned(at + *len, &joined[..n + take])?;
         *len += (n + take) as u64;
         *staged = 0;
         rest = &rest[take..];
     }
     if rest.len() >= STAGE {
-        mem.copy_to(at + *len, rest)?;
+        mem.copy_to_owned(at + *len, rest)?;
         *len += rest.len() as u64;
     } else {
         stage[..rest.len()].copy_from_slice(rest);
@@ -646,7 +646,7 @@ impl ResponseWriter {
         {
             let n = usize::from(*staged);
             if n > 0 {
-                conn.mem.copy_to(*offset + *len, &stage[..n])?;
+                conn.mem.copy_to_owned(*offset + *len, &stage[..n])?;
                 *len += n as u64;
                 *staged = 0;
             }

@@ -224,13 +224,38 @@ impl ArenaMem {
         let _ = end;
     }
 
-    /// Copies `src` into the arena at `offset`.
+    /// Copies `src` into the arena at `offset`. Only the bytes in range
+    /// change, even if another thread or process writes the neighbouring
+    /// bytes at the same time (partial 8-byte words at the ends are merged
+    /// with an atomic read-modify-write).
     ///
     /// # Errors
     ///
     /// [`OutOfBounds`] if `offset .. offset + src.len()` is not within the
     /// arena; nothing is written then.
     pub fn copy_to(&self, offset: u64, src: &[u8]) -> Result<(), OutOfBounds> {
+        self.copy_in(offset, src, false)
+    }
+
+    /// [`copy_to`](Self::copy_to) for a range whose first and last 8-byte
+    /// words nobody else writes meanwhile: true inside a block of our own
+    /// arena that we alone fill (allocations are [`GRANULE`]-aligned, so
+    /// no two share a word). Partial words at the ends are merged with a
+    /// plain load and store instead of a read-modify-write, which would
+    /// first wait for the cache line to come back from the peer that last
+    /// read it. If someone does write the other bytes of those words at
+    /// the same time, their write may be lost; nothing worse happens.
+    ///
+    /// [`GRANULE`]: super::GRANULE
+    ///
+    /// # Errors
+    ///
+    /// As [`copy_to`](Self::copy_to).
+    pub fn copy_to_owned(&self, offset: u64, src: &[u8]) -> Result<(), OutOfBounds> {
+        self.copy_in(offset, src, true)
+    }
+
+    fn copy_in(&self, offset: u64, src: &[u8], owned: bool) -> Result<(), OutOfBounds> {
         let range = self.check(offset, src.len() as u64)?;
         #[cfg(all(target_arch = "x86_64", not(miri)))]
         if src.len() >= STRING_COPY_MIN {
@@ -271,12 +296,20 @@ impl ArenaMem {
             // SAFETY: byte `pos` of this partial word lies in `range`; only
             // the bytes in `range` change.
             let w = unsafe { self.word(word) };
-            // One atomic read-modify-write, so the word's other bytes
-            // (perhaps another writer's) are left as they are. Relaxed: as
-            // above.
-            let _ = w.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                Some(old & !mask | bytes)
-            });
+            if owned {
+                // Nobody else writes this word (the caller's contract): a
+                // load and a store, no locked instruction. Relaxed: as
+                // above.
+                let old = w.load(Ordering::Relaxed);
+                w.store(old & !mask | bytes, Ordering::Relaxed);
+            } else {
+                // One atomic read-modify-write, so the word's other bytes
+                // (perhaps another writer's) are left as they are.
+                // Relaxed: as above.
+                let _ = w.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                    Some(old & !mask | bytes)
+                });
+            }
             pos += n;
             src = &src[n..];
         }
