@@ -294,6 +294,61 @@ fn calls_from_a_plain_os_thread() {
 }
 
 #[test]
+fn lanes_serve_every_carrier_and_plain_threads_and_take_back_their_own_bodies() {
+    with_server("lanes", &[], move |path| {
+        for lanes in [1, 3] {
+            let client = Arc::new(
+                Client::connect_with(&path, ClientConfig::default().lanes(lanes)).unwrap(),
+            );
+            assert_eq!(client.lanes(), lanes);
+            // Responses from green threads on every carrier and from a
+            // plain thread, all dropped here: each RELEASE must go back
+            // over the lane its body came from, or the server closes that
+            // lane as a protocol violation and the calls below fail.
+            let mut held = Vec::new();
+            let hs: Vec<_> = (0..64)
+                .map(|i| {
+                    let c = client.clone();
+                    green::spawn(move || {
+                        let req = pattern(100 + i, i);
+                        let r = c.call(&req).unwrap();
+                        assert_eq!(r.to_vec(), req);
+                        r
+                    })
+                })
+                .collect();
+            let c = client.clone();
+            let plain = std::thread::spawn(move || {
+                let req = pattern(300, 1);
+                let r = c.call(&req).unwrap();
+                assert_eq!(r.to_vec(), req);
+                r
+            });
+            for h in hs {
+                held.push(h.join().unwrap());
+            }
+            held.push(plain.join().unwrap());
+            drop(held);
+            let hs: Vec<_> = (0..64)
+                .map(|i| {
+                    let c = client.clone();
+                    green::spawn(move || {
+                        for r in 0..20 {
+                            let req = pattern(100 + i, r);
+                            assert_eq!(c.call(&req).unwrap().to_vec(), req);
+                        }
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.join().unwrap();
+            }
+            assert!(!client.is_closed());
+        }
+    });
+}
+
+#[test]
 fn thousand_concurrent_callers_over_one_connection() {
     with_server("many", &[], move |path| {
         let client = Arc::new(Client::connect(&path).unwrap());

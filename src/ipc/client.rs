@@ -963,6 +963,7 @@ impl Drop for Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
+            .field("lanes", &self.lanes.len())
             .field("closed", &self.is_closed())
             .finish_non_exhaustive()
     }
