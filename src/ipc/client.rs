@@ -719,20 +719,21 @@ impl Client {
             .unwrap_or_else(crate::runtime::carriers_here)
             .max(1);
         let mut lanes = Vec::with_capacity(n);
-        for _ in 0..n {
+        let connected = (0..n).try_for_each(|_| {
             let (ep, sock) = Client::connect_raw(path.as_ref(), &config)?;
-            match Client::lane_from_endpoint(ep, sock.into(), config.clone()) {
-                Ok(lane) => lanes.push(lane),
-                Err(e) => {
-                    for l in &lanes {
-                        l.close(
-                            io::ErrorKind::BrokenPipe,
-                            "the client failed to connect".into(),
-                        );
-                    }
-                    return Err(e);
-                }
+            lanes.push(Client::lane_from_endpoint(ep, sock.into(), config.clone())?);
+            Ok::<(), io::Error>(())
+        });
+        if let Err(e) = connected {
+            // The lanes already open have readers and watchers holding
+            // them: close them, or they would stay connected.
+            for l in &lanes {
+                l.close(
+                    io::ErrorKind::BrokenPipe,
+                    "the client failed to connect".into(),
+                );
             }
+            return Err(e);
         }
         Ok(Client {
             lanes: lanes.into(),
