@@ -429,16 +429,30 @@ where
         }
         None => {
             let rt = rt.unwrap_or_else(|| default_runtime().shared());
-            let carrier = rt.pick().clone();
-            let stack = stack::alloc_global(class(rt)?)?;
-            let task = new_green(carrier.clone(), name, stack, f);
-            let handle = JoinHandle::new(task.clone());
-            carrier
-                .push_remote(Remote::Spawn(task))
-                .map_err(|_| shutdown_error())?;
-            Ok(handle)
+            spawn_remote(rt.pick().clone(), name, class(rt)?, f)
         }
     }
+}
+
+/// Spawns a green thread on `carrier` from a thread that is not it: the
+/// task goes through the carrier's remote queue.
+fn spawn_remote<F, T>(
+    carrier: Arc<CarrierShared>,
+    name: Option<Box<str>>,
+    class: usize,
+    f: F,
+) -> io::Result<JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let stack = stack::alloc_global(class)?;
+    let task = new_green(carrier.clone(), name, stack, f);
+    let handle = JoinHandle::new(task.clone());
+    carrier
+        .push_remote(Remote::Spawn(task))
+        .map_err(|_| shutdown_error())?;
+    Ok(handle)
 }
 
 /// Spawns a green thread on the least loaded carrier of this thread's
@@ -457,13 +471,7 @@ where
     if here {
         return spawn_on(Some(&rt), None, None, f);
     }
-    let stack = stack::alloc_global(class_of(rt.stack_size)?)?;
-    let task = new_green(carrier.clone(), None, stack, f);
-    let handle = JoinHandle::new(task.clone());
-    carrier
-        .push_remote(Remote::Spawn(task))
-        .map_err(|_| shutdown_error())?;
-    Ok(handle)
+    spawn_remote(carrier, None, class_of(rt.stack_size)?, f)
 }
 
 fn new_green<F, T>(
