@@ -155,6 +155,22 @@ fn pattern(len: usize, seed: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Runs `f(client, i)` for `i` in `0..n`, each on a green thread of its
+/// own, all at once; returns the results in order.
+fn on_green_threads<T: Send + 'static>(
+    client: &Arc<Client>,
+    n: usize,
+    f: impl Fn(&Client, usize) -> T + Send + Clone + 'static,
+) -> Vec<T> {
+    let hs: Vec<_> = (0..n)
+        .map(|i| {
+            let (c, f) = (client.clone(), f.clone());
+            green::spawn(move || f(&c, i))
+        })
+        .collect();
+    hs.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
 #[test]
 fn round_trips_at_every_size() {
     with_server("sizes", &[], move |path| {
@@ -218,20 +234,12 @@ fn handler_threads_per_connection_are_capped() {
             // One lane: one connection, whose cap is counted.
             let client =
                 Arc::new(Client::connect_with(&path, ClientConfig::default().lanes(1)).unwrap());
-            let hs: Vec<_> = (0..100)
-                .map(|i| {
-                    let c = client.clone();
-                    green::spawn(move || {
-                        for round in 0..3 {
-                            let req = format!("NAP {i} {round}");
-                            assert_eq!(c.call(req.as_bytes()).unwrap().to_vec(), req.as_bytes());
-                        }
-                    })
-                })
-                .collect();
-            for h in hs {
-                h.join().unwrap();
-            }
+            on_green_threads(&client, 100, |c, i| {
+                for round in 0..3 {
+                    let req = format!("NAP {i} {round}");
+                    assert_eq!(c.call(req.as_bytes()).unwrap().to_vec(), req.as_bytes());
+                }
+            });
             let peak = client.call(b"PEAK").unwrap().to_vec();
             let peak = usize::from_le_bytes(peak.try_into().unwrap());
             assert_eq!(peak, 4, "handlers at once");
@@ -246,14 +254,8 @@ fn blocked_handlers_do_not_hold_up_other_calls() {
     // calls were batched on the ring.
     with_server("gather", &[], move |path| {
         let client = Arc::new(Client::connect(&path).unwrap());
-        let hs: Vec<_> = (0..200)
-            .map(|_| {
-                let c = client.clone();
-                green::spawn(move || c.call(b"GATHER 200").map(|r| r.to_vec()))
-            })
-            .collect();
-        for h in hs {
-            assert_eq!(h.join().unwrap().unwrap(), b"gathered");
+        for r in on_green_threads(&client, 200, |c, _| c.call(b"GATHER 200")) {
+            assert_eq!(r.unwrap().to_vec(), b"gathered");
         }
     });
 }
@@ -305,18 +307,6 @@ fn lanes_serve_every_carrier_and_plain_threads_and_take_back_their_own_bodies() 
             // plain thread, all dropped here: each RELEASE must go back
             // over the lane its body came from, or the server closes that
             // lane as a protocol violation and the calls below fail.
-            let mut held = Vec::new();
-            let hs: Vec<_> = (0..64)
-                .map(|i| {
-                    let c = client.clone();
-                    green::spawn(move || {
-                        let req = pattern(100 + i, i);
-                        let r = c.call(&req).unwrap();
-                        assert_eq!(r.to_vec(), req);
-                        r
-                    })
-                })
-                .collect();
             let c = client.clone();
             let plain = std::thread::spawn(move || {
                 let req = pattern(300, 1);
@@ -324,25 +314,20 @@ fn lanes_serve_every_carrier_and_plain_threads_and_take_back_their_own_bodies() 
                 assert_eq!(r.to_vec(), req);
                 r
             });
-            for h in hs {
-                held.push(h.join().unwrap());
-            }
+            let mut held = on_green_threads(&client, 64, |c, i| {
+                let req = pattern(100 + i, i);
+                let r = c.call(&req).unwrap();
+                assert_eq!(r.to_vec(), req);
+                r
+            });
             held.push(plain.join().unwrap());
             drop(held);
-            let hs: Vec<_> = (0..64)
-                .map(|i| {
-                    let c = client.clone();
-                    green::spawn(move || {
-                        for r in 0..20 {
-                            let req = pattern(100 + i, r);
-                            assert_eq!(c.call(&req).unwrap().to_vec(), req);
-                        }
-                    })
-                })
-                .collect();
-            for h in hs {
-                h.join().unwrap();
-            }
+            on_green_threads(&client, 64, |c, i| {
+                for r in 0..20 {
+                    let req = pattern(100 + i, r);
+                    assert_eq!(c.call(&req).unwrap().to_vec(), req);
+                }
+            });
             assert!(!client.is_closed());
         }
     });
@@ -352,20 +337,12 @@ fn lanes_serve_every_carrier_and_plain_threads_and_take_back_their_own_bodies() 
 fn thousand_concurrent_callers_over_one_connection() {
     with_server("many", &[], move |path| {
         let client = Arc::new(Client::connect(&path).unwrap());
-        let handles: Vec<_> = (0..1000)
-            .map(|c| {
-                let client = client.clone();
-                green::spawn(move || {
-                    for r in 0..5 {
-                        let req = pattern(64 + c % 512, c * 7 + r);
-                        assert_eq!(client.call(&req).unwrap().to_vec(), req);
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap();
-        }
+        on_green_threads(&client, 1000, |client, c| {
+            for r in 0..5 {
+                let req = pattern(64 + c % 512, c * 7 + r);
+                assert_eq!(client.call(&req).unwrap().to_vec(), req);
+            }
+        });
     });
 }
 
@@ -374,19 +351,11 @@ fn ring_full_backpressure_all_calls_complete() {
     // 4-entry rings, 200 concurrent slow calls.
     with_server("ringfull", &[("GREEN_IPC_RING", "4")], move |path| {
         let client = Arc::new(Client::connect(&path).unwrap());
-        let handles: Vec<_> = (0..200)
-            .map(|c| {
-                let client = client.clone();
-                green::spawn(move || {
-                    let mut req = b"SLEEP".to_vec();
-                    req.extend(pattern(32, c));
-                    assert_eq!(client.call(&req).unwrap().to_vec(), req);
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap();
-        }
+        on_green_threads(&client, 200, |client, c| {
+            let mut req = b"SLEEP".to_vec();
+            req.extend(pattern(32, c));
+            assert_eq!(client.call(&req).unwrap().to_vec(), req);
+        });
     });
 }
 
