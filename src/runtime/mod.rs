@@ -23,7 +23,7 @@ use std::task::{Context, Poll};
 use corosensei::Coroutine;
 use parking_lot::Mutex;
 
-pub(crate) use self::carrier::carrier_index;
+pub(crate) use self::carrier::{carrier_cpu, carrier_index};
 use self::carrier::{with_carrier, CarrierLocal, CarrierShared, Remote};
 use self::stack::{class_of, PooledStack};
 use self::task::{Body, Task, TaskRef};
@@ -45,6 +45,9 @@ pub(crate) struct RuntimeShared {
     pub(crate) carriers: Vec<Arc<CarrierShared>>,
     pub(crate) stack_size: usize,
     pub(crate) backend: IoBackend,
+    /// The CPU each carrier is pinned to, by carrier index; `None` if the
+    /// carriers float.
+    pub(crate) cpus: Option<Box<[usize]>>,
 }
 
 impl RuntimeShared {
@@ -71,6 +74,7 @@ pub struct Builder {
     io_backend: Option<IoBackend>,
     ring_entries: u32,
     io_workers: u32,
+    pin: Option<bool>,
 }
 
 /// Default submission ring size per carrier (the completion ring is twice
@@ -90,6 +94,7 @@ impl Default for Builder {
             io_backend: None,
             ring_entries: DEFAULT_RING_ENTRIES,
             io_workers: DEFAULT_IO_WORKERS,
+            pin: None,
         }
     }
 }
@@ -140,6 +145,22 @@ impl Builder {
         self
     }
 
+    /// Pins carrier `i` to the `i`-th CPU the building thread may run on
+    /// (round robin if there are more carriers than CPUs). Default:
+    /// `GREEN_PIN_CARRIERS` (`1` or `0`) if set, else not pinned.
+    ///
+    /// A pinned carrier keeps its caches and its place: green threads never
+    /// move between carriers, so their data stays on one core. The IPC
+    /// layer uses it to put both ends of a connection on the same CPU
+    /// when both processes pin (see [`crate::ipc`]). Pin when the process
+    /// owns its CPUs; leave the carriers floating when other busy threads
+    /// or processes share them, since the kernel then cannot move a
+    /// pinned carrier to an idle CPU.
+    pub fn pin_carriers(mut self, pin: bool) -> Self {
+        self.pin = Some(pin);
+        self
+    }
+
     /// Name prefix of the carrier threads (`{prefix}-{index}`).
     pub fn name(mut self, prefix: impl Into<String>) -> Self {
         self.name = prefix.into();
@@ -178,6 +199,16 @@ impl Builder {
             Some(b) => b,
             None => IoBackend::from_env()?.unwrap_or_default(),
         };
+        let pin = match self.pin {
+            Some(p) => p,
+            None => pin_from_env()?,
+        };
+        let cpus = if pin {
+            let allowed = allowed_cpus()?;
+            Some((0..n).map(|i| allowed[i % allowed.len()]).collect())
+        } else {
+            None
+        };
         overflow::install_handler();
         let mut carriers = Vec::with_capacity(n);
         for _ in 0..n {
@@ -194,6 +225,7 @@ impl Builder {
             carriers,
             stack_size: self.stack_size,
             backend,
+            cpus,
         });
         let mut rt = Runtime {
             shared: shared.clone(),
@@ -211,6 +243,15 @@ impl Builder {
                 .name(format!("{}-{i}", self.name))
                 .spawn(move || {
                     overflow::ensure_altstack();
+                    if let Some(cpus) = &rt_shared.cpus {
+                        if let Err(e) = pin_to(cpus[i]) {
+                            let _ = ready.send(Err(io::Error::new(
+                                e.kind(),
+                                format!("green runtime: pinning carrier {i} to CPU {}: {e}", cpus[i]),
+                            )));
+                            return;
+                        }
+                    }
                     let carrier = rt_shared.carriers[i].clone();
                     let driver = match &carrier.wake_fd {
                         Some(fd) => match Driver::new(entries, io_workers, fd.clone()) {
@@ -249,6 +290,42 @@ impl Builder {
         }
         Ok(rt)
     }
+}
+
+/// `GREEN_PIN_CARRIERS`: `1` pins, `0` does not, unset means not.
+fn pin_from_env() -> io::Result<bool> {
+    parse_pin(std::env::var("GREEN_PIN_CARRIERS").ok().as_deref())
+}
+
+fn parse_pin(value: Option<&str>) -> io::Result<bool> {
+    match value {
+        None | Some("0") => Ok(false),
+        Some("1") => Ok(true),
+        Some(other) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("GREEN_PIN_CARRIERS={other:?}: expected \"1\" or \"0\""),
+        )),
+    }
+}
+
+/// The CPUs the calling thread may run on, in ascending order.
+fn allowed_cpus() -> io::Result<Vec<usize>> {
+    let set = rustix::thread::sched_getaffinity(None)?;
+    let cpus: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU)
+        .filter(|&c| set.is_set(c))
+        .collect();
+    if cpus.is_empty() {
+        return Err(io::Error::other("the thread's CPU affinity mask is empty"));
+    }
+    Ok(cpus)
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin_to(cpu: usize) -> io::Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set)?;
+    Ok(())
 }
 
 /// A set of carriers that run green threads and async tasks.
@@ -294,6 +371,12 @@ impl Runtime {
     /// Number of carriers.
     pub fn carriers(&self) -> usize {
         self.shared.carriers.len()
+    }
+
+    /// The CPU each carrier is pinned to, by carrier index, or `None` if
+    /// the carriers are not pinned ([`Builder::pin_carriers`]).
+    pub fn pinned_cpus(&self) -> Option<&[usize]> {
+        self.shared.cpus.as_deref()
     }
 
     /// The I/O backend the carriers use.
@@ -474,6 +557,45 @@ where
     spawn_remote(carrier, None, class_of(rt.stack_size)?, f)
 }
 
+/// The CPUs the carriers of this thread's runtime (the default runtime
+/// off a carrier) are pinned to, by carrier index; `None` if they float.
+pub(crate) fn pinned_cpus_here() -> Option<Box<[usize]>> {
+    with_carrier(|c| c.map(|c| c.runtime.cpus.clone()))
+        .unwrap_or_else(|| default_runtime().shared().cpus.clone())
+}
+
+/// Spawns a green thread on a carrier of this thread's runtime (the
+/// default runtime off a carrier) pinned to `cpu`, the least loaded one if
+/// several are. `Err(f)` if no carrier is pinned there (the caller runs
+/// `f` some other way).
+pub(crate) fn spawn_on_cpu<F, T>(cpu: usize, f: F) -> Result<io::Result<JoinHandle<T>>, F>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let rt = with_carrier(|c| c.map(|c| c.runtime.clone()))
+        .unwrap_or_else(|| default_runtime().shared().clone());
+    let Some(cpus) = rt.cpus.as_ref() else {
+        return Err(f);
+    };
+    let Some(carrier) = rt
+        .carriers
+        .iter()
+        .zip(cpus.iter())
+        .filter(|&(_, &c)| c == cpu)
+        .map(|(carrier, _)| carrier)
+        .min_by_key(|c| c.load())
+        .cloned()
+    else {
+        return Err(f);
+    };
+    let here = with_carrier(|c| c.is_some_and(|c| Arc::ptr_eq(&c.shared, &carrier)));
+    if here {
+        return Ok(spawn_on(Some(&rt), None, None, f));
+    }
+    Ok(class_of(rt.stack_size).and_then(|class| spawn_remote(carrier, None, class, f)))
+}
+
 fn new_green<F, T>(
     carrier: Arc<CarrierShared>,
     name: Option<Box<str>>,
@@ -582,5 +704,60 @@ mod tests {
         assert_eq!(there.1, 2);
         assert_ne!(here.0, there.0);
         assert!(carrier_index().is_none(), "a plain thread is no carrier");
+    }
+
+    #[test]
+    fn pinned_carriers_run_on_their_cpu_and_are_found_by_it() {
+        let allowed = allowed_cpus().unwrap();
+        let rt = Runtime::builder()
+            .carriers(3)
+            .pin_carriers(true)
+            .name("pin")
+            .build()
+            .unwrap();
+        let want: Vec<usize> = (0..3).map(|i| allowed[i % allowed.len()]).collect();
+        assert_eq!(rt.pinned_cpus(), Some(&want[..]));
+        for &cpu in &want {
+            let (on, mask, now) = rt.block_on(move || {
+                let probe = || {
+                    let set = rustix::thread::sched_getaffinity(None).unwrap();
+                    let mask: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU)
+                        .filter(|&c| set.is_set(c))
+                        .collect();
+                    (carrier_cpu(), mask, rustix::thread::sched_getcpu())
+                };
+                match spawn_on_cpu(cpu, probe) {
+                    Ok(h) => h.unwrap().join().unwrap(),
+                    Err(_) => panic!("no carrier found on CPU {cpu}"),
+                }
+            });
+            assert_eq!(on, Some(cpu));
+            assert_eq!(mask, vec![cpu]);
+            assert_eq!(now, cpu);
+        }
+        // No carrier on a CPU the machine lacks: the work comes back.
+        let back = rt.block_on(|| spawn_on_cpu(usize::MAX, || ()).is_err());
+        assert!(back);
+        // Floating carriers: none is pinned anywhere.
+        let float = Runtime::builder()
+            .carriers(1)
+            .pin_carriers(false)
+            .build()
+            .unwrap();
+        assert_eq!(float.pinned_cpus(), None);
+        let cpu = want[0];
+        assert!(
+            float.block_on(move || carrier_cpu().is_none() && spawn_on_cpu(cpu, || ()).is_err())
+        );
+    }
+
+    #[test]
+    fn pinning_is_read_from_green_pin_carriers() {
+        assert!(!parse_pin(None).unwrap());
+        assert!(!parse_pin(Some("0")).unwrap());
+        assert!(parse_pin(Some("1")).unwrap());
+        let e = parse_pin(Some("yes")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("GREEN_PIN_CARRIERS"), "{e}");
     }
 }
