@@ -7,6 +7,9 @@
 //! ```text
 //! cargo run --release --example ipc_client -- /tmp/green-ipc.sock 200 4096 [SECS] [--async]
 //! ```
+//!
+//! `GREEN_PIN_CARRIERS=1` (here and for the server) pins the carriers,
+//! and the server then serves each lane on its callers' CPU.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

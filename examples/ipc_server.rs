@@ -4,6 +4,9 @@
 //! ```text
 //! cargo run --release --example ipc_server -- /tmp/green-ipc.sock
 //! ```
+//!
+//! With `GREEN_PIN_CARRIERS=1` on both this and the client, each of the
+//! client's lanes is served on the CPU its calls come from.
 
 use std::io::Write;
 

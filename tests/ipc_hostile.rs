@@ -162,6 +162,7 @@ fn hostile_clients_are_closed_good_client_keeps_working() {
         // Corrupt ring index: map the region ourselves and write the
         // request ring's tail far beyond head + capacity.
         let sock = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        (&sock).write_all(&green::ipc::hello(None)).unwrap();
         let (fd, _) = green::shm::recv_fd(&sock).unwrap();
         let size = rustix::fs::fstat(&fd).unwrap().st_size as usize;
         let map = memmap2::MmapOptions::new()
@@ -182,6 +183,40 @@ fn hostile_clients_are_closed_good_client_keeps_working() {
         assert_closed_by_server(&sock);
         wait_errors(&errors, n_bad + 1);
         assert_eq!(good.call(b"end").unwrap().to_vec(), b"end");
+    });
+}
+
+#[test]
+fn clients_without_a_good_hello_are_closed_good_client_keeps_working() {
+    if std::env::var_os("GREEN_IPC_CLIENT").is_some() {
+        return;
+    }
+    let path = sock_path("hello");
+    let errors = start_server(
+        &path,
+        ServerConfig::default().handshake_timeout(Duration::from_millis(300)),
+    );
+    watchdog(move || {
+        let good = Client::connect(&path).unwrap();
+        assert_eq!(good.call(b"before").unwrap().to_vec(), b"before");
+        // Not a hello (an HTTP request), a hello cut short, and silence:
+        // each is closed without a region, and reported.
+        let garbage = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        (&garbage).write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        assert_closed_by_server(&garbage);
+        let cut = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        (&cut).write_all(&green::ipc::hello(None)[..5]).unwrap();
+        let silent = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        assert_closed_by_server(&silent);
+        assert_closed_by_server(&cut);
+        wait_errors(&errors, 3);
+        // A hello naming a CPU the server has no carrier on is served.
+        let odd = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        (&odd).write_all(&green::ipc::hello(Some(100_000))).unwrap();
+        let (fd, payload) = green::shm::recv_fd(&odd).unwrap();
+        assert!(!payload.is_empty());
+        drop((fd, odd));
+        assert_eq!(good.call(b"after").unwrap().to_vec(), b"after");
     });
 }
 

@@ -51,6 +51,10 @@ fn child_server() {
                 resp.write_all(&[1; 4000])?;
                 return Err(io::Error::from_raw_os_error(libc::ENOENT));
             }
+            if body == b"CPU" {
+                let cpu = rustix::thread::sched_getcpu() as u32;
+                return resp.write_all(&cpu.to_le_bytes());
+            }
             if body == b"PEAK" {
                 return resp.write_all(&PEAK.load(Ordering::SeqCst).to_le_bytes());
             }
@@ -330,6 +334,44 @@ fn lanes_serve_every_carrier_and_plain_threads_and_take_back_their_own_bodies() 
             });
             assert!(!client.is_closed());
         }
+    });
+}
+
+#[test]
+fn pinned_lanes_are_served_on_their_callers_cpu() {
+    // The server's default runtime pins its carriers; so does the client's.
+    with_server("pinned", &[("GREEN_PIN_CARRIERS", "1")], move |path| {
+        let rt = green::Runtime::builder()
+            .pin_carriers(true)
+            .build()
+            .unwrap();
+        let cpus = rt.pinned_cpus().unwrap().to_vec();
+        let client = Arc::new(rt.block_on(move || Client::connect(&path)).unwrap());
+        assert_eq!(client.lanes(), cpus.len());
+        // Callers on every carrier: each lane's handlers run on the CPU
+        // of the carrier that calls over it.
+        let hs: Vec<_> = (0..4 * cpus.len())
+            .map(|_| {
+                let c = client.clone();
+                rt.spawn(move || {
+                    let mine = rustix::thread::sched_getcpu();
+                    for _ in 0..10 {
+                        let r = c.call(b"CPU").unwrap();
+                        let mut b = [0u8; 4];
+                        assert_eq!(r.read_into(&mut b), 4);
+                        assert_eq!(u32::from_le_bytes(b) as usize, mine);
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let mut seen: Vec<usize> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        let mut want = cpus.clone();
+        want.sort_unstable();
+        want.dedup();
+        assert_eq!(seen, want, "callers ran on every pinned CPU");
     });
 }
 

@@ -17,8 +17,8 @@ use slab::Slab;
 
 use super::blocks::Blocks;
 use super::{
-    connect_socket, watch, ArenaFullPolicy, Backoff, Body, ClientConfig, Idle, Out, Padded, Spin,
-    CALL, ERROR, INLINE, INLINE_MAX, PROTOCOL, RELEASE, REPLY,
+    connect_socket, hello, watch, ArenaFullPolicy, Backoff, Body, ClientConfig, Idle, Out, Padded,
+    Spin, CALL, ERROR, INLINE, INLINE_MAX, PROTOCOL, RELEASE, REPLY,
 };
 use crate::ring::{Consumer, Peek, Producer, PushError};
 use crate::shm::{recv_fd, Alloc, ArenaMem, Desc, Endpoint, Region};
@@ -718,9 +718,14 @@ impl Client {
             .lanes
             .unwrap_or_else(crate::runtime::carriers_here)
             .max(1);
+        // Lane i carries the calls of carrier i (and i + n, ...): if that
+        // carrier is pinned, the server is asked to serve the lane on the
+        // same CPU.
+        let cpus = crate::runtime::pinned_cpus_here();
         let mut lanes = Vec::with_capacity(n);
-        let connected = (0..n).try_for_each(|_| {
-            let (ep, sock) = Client::connect_raw(path.as_ref(), &config)?;
+        let connected = (0..n).try_for_each(|i| {
+            let cpu = cpus.as_ref().and_then(|c| c.get(i).copied());
+            let (ep, sock) = Client::connect_lane(path.as_ref(), &config, cpu)?;
             lanes.push(Client::lane_from_endpoint(ep, sock.into(), config.clone())?);
             Ok::<(), io::Error>(())
         });
@@ -758,8 +763,20 @@ impl Client {
         path: &Path,
         config: &ClientConfig,
     ) -> io::Result<(Endpoint, StdUnixStream)> {
+        Client::connect_lane(path, config, None)
+    }
+
+    /// The handshake for a lane whose carrier is pinned to `cpu`.
+    fn connect_lane(
+        path: &Path,
+        config: &ClientConfig,
+        cpu: Option<usize>,
+    ) -> io::Result<(Endpoint, StdUnixStream)> {
+        use std::io::Write;
         let sock: StdUnixStream = connect_socket(path)?.into();
         config.credentials.verify(&sock)?;
+        // Eight bytes into a new connection's empty buffer: never blocks.
+        (&sock).write_all(&hello(cpu))?;
         // The server sends the fd right after accepting; wait for it
         // without blocking the carrier.
         sock.set_nonblocking(true)?;

@@ -1,7 +1,10 @@
 //! Blocking IPC between processes over shared-memory rings: a call made on
 //! a green thread blocks only that green thread.
 //!
-//! [`Server::bind`] listens on a Unix socket; [`Client::connect`] connects.
+//! [`Server::bind`] listens on a Unix socket; [`Client::connect`] connects
+//! and sends an eight-byte hello (a magic word and the CPU its lane's
+//! carrier is pinned to, if any; a connection without one is closed after
+//! [`ServerConfig::handshake_timeout`]).
 //! Per connection the server creates a sealed memfd [`Region`] (a request
 //! ring, a response ring and one data arena per side), checks the client's
 //! `SO_PEERCRED` against a [`CredentialPolicy`] and passes the memfd with
@@ -83,6 +86,19 @@
 //!   and stores, never a park, so a green mutex (whose contended path
 //!   parks) would cost more than it saves. The server sees each lane as a
 //!   connection of its own.
+//! - **Both ends of a lane on one CPU when both pin.** With pinned
+//!   carriers ([`crate::runtime::Builder::pin_carriers`], or
+//!   `GREEN_PIN_CARRIERS=1` for the default runtime) a lane's hello names
+//!   its carrier's CPU, and a server whose carriers are pinned too serves
+//!   that connection (reader and handlers) on its carrier pinned to the
+//!   same CPU; otherwise connections go to the least loaded carrier. The
+//!   bodies a lane carries then stay in one core's caches: the two
+//!   processes take turns on that CPU instead of pulling every line of
+//!   every body across cores. With 200 callers over two lanes, lanes
+//!   served on the same CPUs ran 15-27% more calls/s than the same lanes
+//!   each served on the other CPU (64 B to 4 KiB), and 5% more than
+//!   floating carriers in the median, whose worst runs were the slow
+//!   placement.
 //! - **Responses are matched by id**: `id = seq << 32 | slab key`. A
 //!   response whose id is not a pending, unanswered call is a protocol
 //!   violation.
@@ -260,7 +276,41 @@ pub const SPIN: Duration = Duration::from_micros(50);
 pub const IDLE_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// The handshake payload that rides with the memfd.
-const PROTOCOL: &[u8] = b"green-ipc/2";
+const PROTOCOL: &[u8] = b"green-ipc/3";
+
+/// The first four bytes a client sends on a new connection.
+const HELLO_MAGIC: [u8; 4] = *b"gIPC";
+/// The hello's CPU field when the lane's carrier is not pinned.
+const NO_CPU: u32 = u32::MAX;
+/// Bytes of a client's hello.
+const HELLO_LEN: usize = 8;
+
+/// The hello a client sends as soon as it connects, before the server
+/// sends the region: [`HELLO_MAGIC`], then the CPU that the carrier
+/// calling over this connection is pinned to (native-endian `u32`,
+/// `u32::MAX` for none). A server whose carriers are pinned serves the
+/// connection on its carrier pinned to that CPU, so both ends of the lane
+/// share one core's caches. Public for tests that play a client by hand.
+#[doc(hidden)]
+pub fn hello(cpu: Option<usize>) -> [u8; HELLO_LEN] {
+    let cpu = cpu.and_then(|c| u32::try_from(c).ok()).unwrap_or(NO_CPU);
+    let mut b = [0u8; HELLO_LEN];
+    b[..4].copy_from_slice(&HELLO_MAGIC);
+    b[4..].copy_from_slice(&cpu.to_ne_bytes());
+    b
+}
+
+/// The CPU named by a client's hello.
+fn parse_hello(b: &[u8; HELLO_LEN]) -> io::Result<Option<usize>> {
+    if b[..4] != HELLO_MAGIC {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "ipc client did not start with a hello (not a green ipc client?)",
+        ));
+    }
+    let cpu = u32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
+    Ok((cpu != NO_CPU).then_some(cpu as usize))
+}
 
 /// What a call does when its arena has no room for the body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -292,6 +342,7 @@ pub struct ServerConfig {
     server_arena: u64,
     credentials: CredentialPolicy,
     arena_full: ArenaFullPolicy,
+    handshake_timeout: Duration,
     on_error: ErrorHook,
 }
 
@@ -304,14 +355,15 @@ impl fmt::Debug for ServerConfig {
             .field("server_arena", &self.server_arena)
             .field("credentials", &self.credentials)
             .field("arena_full", &self.arena_full)
+            .field("handshake_timeout", &self.handshake_timeout)
             .finish_non_exhaustive()
     }
 }
 
 impl Default for ServerConfig {
     /// 1024-entry rings, up to 1024 handlers at once per connection, 4 MiB
-    /// per arena, same uid only, wait up to 30 s for response space,
-    /// errors printed to stderr.
+    /// per arena, same uid only, wait up to 30 s for response space, 10 s
+    /// for a client's hello, errors printed to stderr.
     fn default() -> Self {
         ServerConfig {
             ring_entries: 1024,
@@ -320,6 +372,7 @@ impl Default for ServerConfig {
             server_arena: 4 << 20,
             credentials: CredentialPolicy::SameUid,
             arena_full: ArenaFullPolicy::default(),
+            handshake_timeout: Duration::from_secs(10),
             on_error: Arc::new(|e| eprintln!("green::ipc: connection closed: {e}")),
         }
     }
@@ -363,6 +416,15 @@ impl ServerConfig {
     /// What a handler's reply does when the server arena is full.
     pub fn arena_full(mut self, policy: ArenaFullPolicy) -> Self {
         self.arena_full = policy;
+        self
+    }
+
+    /// How long a new connection may take to send its hello (the first
+    /// bytes a client sends) before the server closes it with
+    /// [`io::ErrorKind::TimedOut`] (default 10 s). The wait blocks only
+    /// that connection's green thread.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
         self
     }
 

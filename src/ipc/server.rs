@@ -6,14 +6,14 @@ use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use super::blocks::Blocks;
 use super::{
-    watch, ArenaFullPolicy, Backoff, Body, ErrorHook, Idle, Out, ServerConfig, CALL, ERROR,
-    INLINE_MAX, PROTOCOL, RELEASE, REPLY,
+    parse_hello, watch, ArenaFullPolicy, Backoff, Body, ErrorHook, Idle, Out, ServerConfig, CALL,
+    ERROR, HELLO_LEN, INLINE_MAX, PROTOCOL, RELEASE, REPLY,
 };
 use crate::os::unix::net::{UnixListener, UnixStream};
 use crate::ring::{Producer, PushError};
@@ -404,9 +404,10 @@ impl Server {
             let handler = handler.clone();
             let config = self.config.clone();
             // Connections share nothing: each goes to the least loaded
-            // carrier (a client's lanes then run side by side).
+            // carrier (a client's lanes then run side by side), and moves
+            // to the one its hello asks for if our carriers are pinned.
             crate::runtime::spawn_balanced(move || {
-                if let Err(e) = serve_connection(stream, handler, &config) {
+                if let Err(e) = accept_connection(stream, handler, config.clone()) {
                     (config.on_error)(&e);
                 }
             })?;
@@ -414,14 +415,86 @@ impl Server {
     }
 }
 
-fn serve_connection(
+/// Checks a new connection's credentials and reads its hello, then
+/// serves it here or on our carrier pinned to the CPU the hello names.
+fn accept_connection(
     stream: UnixStream,
+    handler: Arc<Handler>,
+    config: ServerConfig,
+) -> io::Result<()> {
+    let std_sock: StdUnixStream = stream.into();
+    // The hello first: a refused client then sees a clean EOF, not a
+    // reset for bytes left unread.
+    let cpu = recv_hello(&std_sock, config.handshake_timeout)?;
+    let peer = peer_credentials(&std_sock)?;
+    config.credentials.check(&peer)?;
+    let on_error = config.on_error.clone();
+    let serve = move || serve_connection(std_sock, handler, &config);
+    match cpu.filter(|&c| crate::runtime::carrier_cpu() != Some(c)) {
+        None => serve(),
+        Some(cpu) => {
+            let report = move || {
+                if let Err(e) = serve() {
+                    on_error(&e);
+                }
+            };
+            match crate::runtime::spawn_on_cpu(cpu, report) {
+                Ok(spawned) => spawned.map(drop),
+                // No carrier of ours is pinned there: serve it here.
+                Err(report) => {
+                    report();
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+/// Reads a client's hello (see [`super::hello`]) without blocking the
+/// carrier: the CPU it names, if any.
+fn recv_hello(sock: &StdUnixStream, timeout: Duration) -> io::Result<Option<usize>> {
+    use std::io::Read;
+    sock.set_nonblocking(true)?;
+    let start = Instant::now();
+    let mut backoff = Backoff::new();
+    let mut buf = [0u8; HELLO_LEN];
+    let mut got = 0;
+    let res = loop {
+        match (&*sock).read(&mut buf[got..]) {
+            Ok(0) => {
+                break Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "ipc client closed before its hello",
+                ))
+            }
+            Ok(n) => {
+                got += n;
+                if got == HELLO_LEN {
+                    break parse_hello(&buf);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if start.elapsed() > timeout {
+                    break Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("ipc client sent no hello within {timeout:?}"),
+                    ));
+                }
+                backoff.snooze();
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    sock.set_nonblocking(false)?;
+    res
+}
+
+fn serve_connection(
+    std_sock: StdUnixStream,
     handler: Arc<Handler>,
     config: &ServerConfig,
 ) -> io::Result<()> {
-    let std_sock: StdUnixStream = stream.into();
-    let peer = peer_credentials(&std_sock)?;
-    config.credentials.check(&peer)?;
     let layout = RegionLayout::new(
         config.ring_entries,
         config.ring_entries,
