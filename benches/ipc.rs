@@ -15,11 +15,15 @@
 //! data on every call.
 //!
 //! - **green**, **green_async**: one `green::ipc::Client` shared by all
-//!   callers (the API's design: many green threads over one ring pair);
-//!   `Client::call` from 200 green threads, or `call_async` from 200 async
-//!   tasks, on the default runtime (one carrier per CPU). Request bytes are
-//!   filled in a caller's buffer and copied in by `call`; responses are
-//!   copied out with `read_into` (the safe API).
+//!   callers (one lane per carrier); `Client::call` from 200 green
+//!   threads, or `call_async` from 200 async tasks, on a runtime with one
+//!   carrier per CPU, pinned (`Builder::pin_carriers`), and a server whose
+//!   carriers are pinned too, so that each lane is served on its callers'
+//!   CPU. Request bytes are filled in a caller's buffer and copied in by
+//!   `call`; responses are copied out with `read_into` (the safe API).
+//! - **green_float**: green with floating carriers on both sides (the
+//!   default): the kernel places carriers, and lanes go to the least
+//!   loaded server carrier.
 //! - **green_in_place**: as green, with the safe API's in-place calls:
 //!   the request is written into the arena with
 //!   `RequestBuilder::write_at` from a 4 KiB buffer, the response read
@@ -48,8 +52,8 @@
 //!   way; tokio multi-thread runtimes.
 //!
 //! Time per call is the wall time of a run divided by the calls of all
-//! callers in it. Nothing is pinned. At each size the systems take turns
-//! in 3 rounds, each turn a fresh server process and connection with one
+//! callers in it. Only the green runtimes named pinned are pinned. At
+//! each size the systems take turns in 3 rounds, each turn a fresh server process and connection with one
 //! untimed run (three at 1 MiB and up, so that first
 //! touches of freshly mapped memory are not timed; see BENCHMARKS.md) and
 //! one timed run of the same length; a system's figure is the median of
@@ -117,6 +121,7 @@ const GREEN_ARENA: u64 = 1280 << 20;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum System {
     Green,
+    GreenFloat,
     GreenAsync,
     GreenInPlace,
     GreenZeroCopy,
@@ -129,8 +134,9 @@ enum System {
 
 impl System {
     /// In the order they run (and appear in the table).
-    const ALL: [System; 9] = [
+    const ALL: [System; 10] = [
         System::Green,
+        System::GreenFloat,
         System::GreenAsync,
         System::GreenInPlace,
         System::GreenZeroCopy,
@@ -144,6 +150,7 @@ impl System {
     fn name(self) -> &'static str {
         match self {
             System::Green => "green",
+            System::GreenFloat => "green_float",
             System::GreenAsync => "green_async",
             System::GreenInPlace => "green_in_place",
             System::GreenZeroCopy => "green_zero_copy",
@@ -155,7 +162,8 @@ impl System {
         }
     }
 
-    /// The server the child runs: both green front ends call the same one.
+    /// The server the child runs: the green front ends call the same one
+    /// (its carriers floating for green_float, pinned for the others).
     fn server(self) -> &'static str {
         match self {
             System::GreenAsync | System::GreenInPlace | System::GreenZeroCopy => {
@@ -276,14 +284,39 @@ fn run_client(
     record: bool,
 ) -> Measured {
     match sys {
-        System::Green | System::GreenAsync | System::GreenInPlace | System::GreenZeroCopy => {
-            green_client(sys, path, size, callers, runs, record)
-        }
+        System::Green
+        | System::GreenFloat
+        | System::GreenAsync
+        | System::GreenInPlace
+        | System::GreenZeroCopy => green_client(sys, path, size, callers, runs, record),
         System::Tokio => tokio_client(path, size, callers, runs, record),
         System::Std => std_client(path, size, callers, runs, record),
         System::Monoio => monoio_client(path, size, callers, runs, record),
         System::Shmipc => shmipc_client(path, size, callers, runs, record),
         System::TokioUring => tokio_uring_client(path, size, callers, runs, record),
+    }
+}
+
+/// Pinned carriers: the runtime of the 200-caller runs of every green
+/// system but green_float, built after the single-caller round trips have
+/// unpinned the process (the carriers take the CPUs the process may use
+/// when they start). Set by `main`.
+static PINNED: std::sync::OnceLock<green::Runtime> = std::sync::OnceLock::new();
+
+/// The runtime `sys`'s callers run on: the pinned one once it exists, the
+/// default runtime (floating carriers) for green_float and before that.
+fn green_runtime(sys: System) -> &'static green::Runtime {
+    match PINNED.get() {
+        Some(rt) if sys != System::GreenFloat => rt,
+        _ => {
+            static FLOAT: std::sync::OnceLock<green::Runtime> = std::sync::OnceLock::new();
+            FLOAT.get_or_init(|| {
+                green::Runtime::builder()
+                    .pin_carriers(false)
+                    .build()
+                    .expect("green runtime")
+            })
+        }
     }
 }
 
@@ -295,8 +328,14 @@ fn green_client(
     runs: &[usize],
     record: bool,
 ) -> Measured {
+    let rt = green_runtime(sys);
     let config = green::ipc::ClientConfig::default().max_region(4 << 30);
-    let client = Arc::new(green::ipc::Client::connect_with(path, config).expect("connect"));
+    let path = path.to_owned();
+    // Connected from the runtime's own carrier: one lane per carrier of it.
+    let client = Arc::new(
+        rt.block_on(move || green::ipc::Client::connect_with(path, config))
+            .expect("connect"),
+    );
     let mut state: Vec<Caller> = (0..callers).map(|c| Caller::new(c, size)).collect();
     let mut times = Vec::new();
     for &n in runs {
@@ -307,7 +346,7 @@ fn green_client(
             .map(|mut c| {
                 let client = client.clone();
                 if sys == System::GreenInPlace {
-                    green::spawn(move || {
+                    rt.spawn(move || {
                         let mut chunk = [0u8; 4096];
                         for i in 0..n {
                             let t = record.then(Instant::now);
@@ -343,7 +382,7 @@ fn green_client(
                         c
                     })
                 } else if sys == System::GreenZeroCopy {
-                    green::spawn(move || {
+                    rt.spawn(move || {
                         for i in 0..n {
                             let t = record.then(Instant::now);
                             let hdr = ((c.id as i32) << 20) ^ i as i32;
@@ -361,7 +400,7 @@ fn green_client(
                         c
                     })
                 } else if sys == System::GreenAsync {
-                    green::spawn_async(async move {
+                    rt.spawn_async(async move {
                         for i in 0..n {
                             let t = record.then(Instant::now);
                             let hdr = c.begin(i);
@@ -374,7 +413,7 @@ fn green_client(
                         c
                     })
                 } else {
-                    green::spawn(move || {
+                    rt.spawn(move || {
                         for i in 0..n {
                             let t = record.then(Instant::now);
                             let hdr = c.begin(i);
@@ -756,33 +795,40 @@ fn serve(spec: &str) -> io::Result<()> {
         io::stdout().flush().unwrap();
     };
     match kind {
-        "green" => {
+        "green" | "green_float" => {
+            // Carriers pinned, so that each lane is served on the CPU of
+            // the client carrier that calls over it; floating for green_float.
+            let rt = green::Runtime::builder()
+                .pin_carriers(kind == "green")
+                .build()?;
             let config = green::ipc::ServerConfig::default()
                 .ring_entries(1024)
                 .client_arena(GREEN_ARENA)
                 .server_arena(GREEN_ARENA);
             let server = green::ipc::Server::bind_with(path, config)?;
             ready();
-            server.serve(|req, resp| {
-                // SAFETY: the bench's clients leave a request body alone
-                // until its response arrives, after this handler returns.
-                let msg = unsafe { req.as_bytes_unchecked() };
-                let hdr = check(msg).unwrap_or_else(|e| die(&e));
-                // The response is written through `io::Write` in chunks
-                // (the writer's buffer is copied into the arena after).
-                let (hdr, len) = (!hdr, msg.len());
-                // Only the bytes sent are filled (a 4 B call fills 4).
-                let mut chunk = [0u8; 4096];
-                chunk[..(len - 4).min(4096)].fill(body_byte(hdr));
-                resp.reserve(len);
-                resp.write_all(&hdr.to_le_bytes())?;
-                let mut left = len - 4;
-                while left > 0 {
-                    let k = left.min(chunk.len());
-                    resp.write_all(&chunk[..k])?;
-                    left -= k;
-                }
-                Ok(())
+            rt.block_on(move || {
+                server.serve(|req, resp| {
+                    // SAFETY: the bench's clients leave a request body alone
+                    // until its response arrives, after this handler returns.
+                    let msg = unsafe { req.as_bytes_unchecked() };
+                    let hdr = check(msg).unwrap_or_else(|e| die(&e));
+                    // The response is written through `io::Write` in chunks
+                    // (the writer's buffer is copied into the arena after).
+                    let (hdr, len) = (!hdr, msg.len());
+                    // Only the bytes sent are filled (a 4 B call fills 4).
+                    let mut chunk = [0u8; 4096];
+                    chunk[..(len - 4).min(4096)].fill(body_byte(hdr));
+                    resp.reserve(len);
+                    resp.write_all(&hdr.to_le_bytes())?;
+                    let mut left = len - 4;
+                    while left > 0 {
+                        let k = left.min(chunk.len());
+                        resp.write_all(&chunk[..k])?;
+                        left -= k;
+                    }
+                    Ok(())
+                })
             })
         }
         "tokio_uds" => tokio_rt().block_on(async {
@@ -1183,10 +1229,9 @@ fn main() {
         (None, true) => (&SIZES, CALLERS),
         (_, false) => (&[4, 64 << 10], 8),
     };
-    // Start the default green runtime now, before any pinning: it takes
-    // one carrier per CPU the process may use when it starts, and the
-    // 200-caller runs measure the default runtime.
-    green::spawn(|| ()).join().expect("green runtime");
+    // Start the floating green runtime now, before any pinning: it takes
+    // one carrier per CPU the process may use when it starts.
+    green_runtime(System::GreenFloat);
     let mut rows = Vec::new();
     // Single caller, 4 B: in each of RTT_SESSIONS rounds every system does
     // one session (a fresh connection: where the runtime places the caller
@@ -1225,6 +1270,14 @@ fn main() {
         pin_process(&all_cpus());
     }
     drop(pinned);
+    // The process may use every CPU again: the pinned runtime pins one
+    // carrier to each.
+    PINNED.get_or_init(|| {
+        green::Runtime::builder()
+            .pin_carriers(true)
+            .build()
+            .expect("pinned green runtime")
+    });
     rows.extend(line_row(0, &mut line));
     for (i, &sys) in systems.iter().enumerate() {
         let calls = n * rtt_rounds;
