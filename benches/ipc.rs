@@ -16,14 +16,13 @@
 //!
 //! - **green**, **green_async**: one `green::ipc::Client` shared by all
 //!   callers (one lane per carrier); `Client::call` from 200 green
-//!   threads, or `call_async` from 200 async tasks, on a runtime with one
-//!   carrier per CPU, pinned (`Builder::pin_carriers`), and a server whose
-//!   carriers are pinned too, so that each lane is served on its callers'
-//!   CPU. Request bytes are filled in a caller's buffer and copied in by
-//!   `call`; responses are copied out with `read_into` (the safe API).
-//! - **green_float**: green with floating carriers on both sides (the
-//!   default): the kernel places carriers, and lanes go to the least
-//!   loaded server carrier.
+//!   threads, or `call_async` from 200 async tasks, on a runtime with the
+//!   default settings (one floating carrier per CPU). Request bytes are
+//!   filled in a caller's buffer and copied in by `call`; responses are
+//!   copied out with `read_into` (the safe API).
+//! - **green_pinned**: green with pinned carriers on both sides
+//!   (`Builder::pin_carriers`): the server serves each lane on the CPU of
+//!   the client carrier that calls over it.
 //! - **green_in_place**: as green, with the safe API's in-place calls:
 //!   the request is written into the arena with
 //!   `RequestBuilder::write_at` from a 4 KiB buffer, the response read
@@ -52,7 +51,7 @@
 //!   way; tokio multi-thread runtimes.
 //!
 //! Time per call is the wall time of a run divided by the calls of all
-//! callers in it. Only the green runtimes named pinned are pinned. At
+//! callers in it. Only green_pinned's runtimes are pinned. At
 //! each size the systems take turns in 3 rounds, each turn a fresh server process and connection with one
 //! untimed run (three at 1 MiB and up, so that first
 //! touches of freshly mapped memory are not timed; see BENCHMARKS.md) and
@@ -121,7 +120,7 @@ const GREEN_ARENA: u64 = 1280 << 20;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum System {
     Green,
-    GreenFloat,
+    GreenPinned,
     GreenAsync,
     GreenInPlace,
     GreenZeroCopy,
@@ -136,7 +135,7 @@ impl System {
     /// In the order they run (and appear in the table).
     const ALL: [System; 10] = [
         System::Green,
-        System::GreenFloat,
+        System::GreenPinned,
         System::GreenAsync,
         System::GreenInPlace,
         System::GreenZeroCopy,
@@ -150,7 +149,7 @@ impl System {
     fn name(self) -> &'static str {
         match self {
             System::Green => "green",
-            System::GreenFloat => "green_float",
+            System::GreenPinned => "green_pinned",
             System::GreenAsync => "green_async",
             System::GreenInPlace => "green_in_place",
             System::GreenZeroCopy => "green_zero_copy",
@@ -163,7 +162,7 @@ impl System {
     }
 
     /// The server the child runs: the green front ends call the same one
-    /// (its carriers floating for green_float, pinned for the others).
+    /// (its carriers pinned for green_pinned).
     fn server(self) -> &'static str {
         match self {
             System::GreenAsync | System::GreenInPlace | System::GreenZeroCopy => {
@@ -285,7 +284,7 @@ fn run_client(
 ) -> Measured {
     match sys {
         System::Green
-        | System::GreenFloat
+        | System::GreenPinned
         | System::GreenAsync
         | System::GreenInPlace
         | System::GreenZeroCopy => green_client(sys, path, size, callers, runs, record),
@@ -297,17 +296,17 @@ fn run_client(
     }
 }
 
-/// Pinned carriers: the runtime of the 200-caller runs of every green
-/// system but green_float, built after the single-caller round trips have
-/// unpinned the process (the carriers take the CPUs the process may use
-/// when they start). Set by `main`.
+/// Pinned carriers: the runtime of green_pinned's 200-caller runs, built
+/// after the single-caller round trips have unpinned the process (the
+/// carriers take the CPUs the process may use when they start). Set by
+/// `main`.
 static PINNED: std::sync::OnceLock<green::Runtime> = std::sync::OnceLock::new();
 
-/// The runtime `sys`'s callers run on: the pinned one once it exists, the
-/// default runtime (floating carriers) for green_float and before that.
+/// The runtime `sys`'s callers run on: the pinned one for green_pinned
+/// once it exists, else one with floating carriers (the defaults).
 fn green_runtime(sys: System) -> &'static green::Runtime {
     match PINNED.get() {
-        Some(rt) if sys != System::GreenFloat => rt,
+        Some(rt) if sys == System::GreenPinned => rt,
         _ => {
             static FLOAT: std::sync::OnceLock<green::Runtime> = std::sync::OnceLock::new();
             FLOAT.get_or_init(|| {
@@ -795,11 +794,11 @@ fn serve(spec: &str) -> io::Result<()> {
         io::stdout().flush().unwrap();
     };
     match kind {
-        "green" | "green_float" => {
-            // Carriers pinned, so that each lane is served on the CPU of
-            // the client carrier that calls over it; floating for green_float.
+        "green" | "green_pinned" => {
+            // green_pinned: carriers pinned, so that each lane is served on
+            // the CPU of the client carrier that calls over it.
             let rt = green::Runtime::builder()
-                .pin_carriers(kind == "green")
+                .pin_carriers(kind == "green_pinned")
                 .build()?;
             let config = green::ipc::ServerConfig::default()
                 .ring_entries(1024)
@@ -1231,7 +1230,7 @@ fn main() {
     };
     // Start the floating green runtime now, before any pinning: it takes
     // one carrier per CPU the process may use when it starts.
-    green_runtime(System::GreenFloat);
+    green_runtime(System::Green);
     let mut rows = Vec::new();
     // Single caller, 4 B: in each of RTT_SESSIONS rounds every system does
     // one session (a fresh connection: where the runtime places the caller

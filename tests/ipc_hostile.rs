@@ -210,6 +210,8 @@ fn clients_without_a_good_hello_are_closed_good_client_keeps_working() {
         assert_closed_by_server(&silent);
         assert_closed_by_server(&cut);
         wait_errors(&errors, 3);
+        // Hanging up before the hello is no error.
+        drop(std::os::unix::net::UnixStream::connect(&path).unwrap());
         // A hello naming a CPU the server has no carrier on is served.
         let odd = std::os::unix::net::UnixStream::connect(&path).unwrap();
         (&odd).write_all(&green::ipc::hello(Some(100_000))).unwrap();
@@ -217,6 +219,7 @@ fn clients_without_a_good_hello_are_closed_good_client_keeps_working() {
         assert!(!payload.is_empty());
         drop((fd, odd));
         assert_eq!(good.call(b"after").unwrap().to_vec(), b"after");
+        assert_eq!(errors.load(Ordering::SeqCst), 3);
     });
 }
 

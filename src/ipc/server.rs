@@ -415,8 +415,9 @@ impl Server {
     }
 }
 
-/// Checks a new connection's credentials and reads its hello, then
-/// serves it here or on our carrier pinned to the CPU the hello names.
+/// Reads a new connection's hello and checks its credentials, then
+/// serves it here or on our carrier pinned to the CPU the hello names. A
+/// peer that hangs up before its hello is gone, not an error.
 fn accept_connection(
     stream: UnixStream,
     handler: Arc<Handler>,
@@ -425,7 +426,10 @@ fn accept_connection(
     let std_sock: StdUnixStream = stream.into();
     // The hello first: a refused client then sees a clean EOF, not a
     // reset for bytes left unread.
-    let cpu = recv_hello(&std_sock, config.handshake_timeout)?;
+    let cpu = match recv_hello(&std_sock, config.handshake_timeout) {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+        r => r?,
+    };
     let peer = peer_credentials(&std_sock)?;
     config.credentials.check(&peer)?;
     let on_error = config.on_error.clone();
