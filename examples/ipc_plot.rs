@@ -17,9 +17,9 @@ const LEFT: f64 = 80.0;
 const RIGHT: f64 = 190.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 60.0;
-const COLORS: [&str; 9] = [
+const COLORS: [&str; 10] = [
     "#d62728", "#ff7f0e", "#bcbd22", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2",
-    "#7f7f7f",
+    "#7f7f7f", "#17becf",
 ];
 
 fn size_label(size: f64) -> String {
