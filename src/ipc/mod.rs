@@ -98,7 +98,10 @@
 //!   served on the same CPUs ran 15-27% more calls/s than the same lanes
 //!   each served on the other CPU (64 B to 4 KiB), and 5% more than
 //!   floating carriers in the median, whose worst runs were the slow
-//!   placement.
+//!   placement. In the 200-caller bench, where every call also fills and
+//!   checks its bodies, pinned and floating runs came out level
+//!   (BENCHMARKS.md): the kernel often places floating carriers the
+//!   same way.
 //! - **Responses are matched by id**: `id = seq << 32 | slab key`. A
 //!   response whose id is not a pending, unanswered call is a protocol
 //!   violation.
