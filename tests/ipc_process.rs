@@ -499,7 +499,11 @@ fn a_full_server_arena_waits_for_the_client_to_release_a_response() {
         "srvarena",
         &[("GREEN_IPC_SERVER_ARENA", "65536")],
         move |path| {
-            let client = Arc::new(Client::connect(&path).unwrap());
+            // One lane: the server arena is per lane, and the two calls
+            // below come from a plain thread and a green thread on any
+            // carrier.
+            let client =
+                Arc::new(Client::connect_with(&path, ClientConfig::default().lanes(1)).unwrap());
             let first = client.call(&pattern(40_000, 1)).unwrap();
             // The second response does not fit while the first is held.
             let c = client.clone();
