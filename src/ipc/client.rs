@@ -17,8 +17,8 @@ use slab::Slab;
 
 use super::blocks::Blocks;
 use super::{
-    connect_socket, hello, watch, ArenaFullPolicy, Backoff, Body, ClientConfig, Idle, Out, Padded,
-    Spin, CALL, ERROR, INLINE, INLINE_MAX, PROTOCOL, RELEASE, REPLY,
+    connect_socket, handshake_wait, hello, watch, ArenaFullPolicy, Backoff, Body, ClientConfig,
+    Idle, Out, Padded, Spin, CALL, ERROR, INLINE, INLINE_MAX, PROTOCOL, RELEASE, REPLY,
 };
 use crate::ring::{Consumer, Peek, Producer, PushError};
 use crate::shm::{recv_fd, Alloc, ArenaMem, Desc, Endpoint, Region};
@@ -779,25 +779,12 @@ impl Client {
         (&sock).write_all(&hello(cpu))?;
         // The server sends the fd right after accepting; wait for it
         // without blocking the carrier.
-        sock.set_nonblocking(true)?;
-        let start = Instant::now();
-        let mut backoff = Backoff::new();
-        let got = loop {
-            match recv_fd(&sock) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if start.elapsed() > std::time::Duration::from_secs(30) {
-                        break Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "ipc server sent no region within 30 s",
-                        ));
-                    }
-                    backoff.snooze();
-                }
-                r => break r,
-            }
-        };
-        sock.set_nonblocking(false)?;
-        let (fd, payload) = got?;
+        let (fd, payload) = handshake_wait(
+            &sock,
+            std::time::Duration::from_secs(30),
+            "ipc server sent no region",
+            || recv_fd(&sock),
+        )?;
         if payload != PROTOCOL {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,

@@ -890,6 +890,41 @@ fn watch(sock: &crate::os::unix::net::UnixStream) -> io::Error {
     }
 }
 
+/// Runs `attempt` on `sock` switched to non-blocking until it gives
+/// something other than `WouldBlock`, snoozing between tries (a green
+/// thread yields its carrier, a plain thread sleeps), for at most
+/// `timeout`; then `TimedOut` saying that `what` did not come. The socket
+/// is blocking again afterwards. For the connection handshake, where the
+/// peer writes a few bytes right away but a stalled one must not hold a
+/// carrier.
+fn handshake_wait<T>(
+    sock: &std::os::unix::net::UnixStream,
+    timeout: Duration,
+    what: &str,
+    mut attempt: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
+    sock.set_nonblocking(true)?;
+    let start = Instant::now();
+    let mut backoff = Backoff::new();
+    let res = loop {
+        match attempt() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if start.elapsed() > timeout {
+                    break Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("{what} within {timeout:?}"),
+                    ));
+                }
+                backoff.snooze();
+            }
+            r => break r,
+        }
+    };
+    sock.set_nonblocking(false)?;
+    res
+}
+
 /// Connects to `path` (`@name` is an abstract socket name).
 fn connect_socket(path: &std::path::Path) -> io::Result<crate::os::unix::net::UnixStream> {
     use crate::os::unix::net::{SocketAddr, UnixStream};

@@ -12,8 +12,8 @@ use parking_lot::Mutex;
 
 use super::blocks::Blocks;
 use super::{
-    parse_hello, watch, ArenaFullPolicy, Backoff, Body, ErrorHook, Idle, Out, ServerConfig, CALL,
-    ERROR, HELLO_LEN, INLINE_MAX, PROTOCOL, RELEASE, REPLY,
+    handshake_wait, parse_hello, watch, ArenaFullPolicy, Backoff, Body, ErrorHook, Idle, Out,
+    ServerConfig, CALL, ERROR, HELLO_LEN, INLINE_MAX, PROTOCOL, RELEASE, REPLY,
 };
 use crate::os::unix::net::{UnixListener, UnixStream};
 use crate::ring::{Producer, PushError};
@@ -458,40 +458,22 @@ fn accept_connection(
 /// carrier: the CPU it names, if any.
 fn recv_hello(sock: &StdUnixStream, timeout: Duration) -> io::Result<Option<usize>> {
     use std::io::Read;
-    sock.set_nonblocking(true)?;
-    let start = Instant::now();
-    let mut backoff = Backoff::new();
     let mut buf = [0u8; HELLO_LEN];
     let mut got = 0;
-    let res = loop {
-        match (&*sock).read(&mut buf[got..]) {
-            Ok(0) => {
-                break Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "ipc client closed before its hello",
-                ))
-            }
-            Ok(n) => {
-                got += n;
-                if got == HELLO_LEN {
-                    break parse_hello(&buf);
+    handshake_wait(sock, timeout, "ipc client sent no hello", || {
+        while got < HELLO_LEN {
+            match (&*sock).read(&mut buf[got..])? {
+                0 => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "ipc client closed before its hello",
+                    ))
                 }
+                n => got += n,
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if start.elapsed() > timeout {
-                    break Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("ipc client sent no hello within {timeout:?}"),
-                    ));
-                }
-                backoff.snooze();
-            }
-            Err(e) => break Err(e),
         }
-    };
-    sock.set_nonblocking(false)?;
-    res
+        parse_hello(&buf)
+    })
 }
 
 fn serve_connection(

@@ -547,12 +547,31 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let rt = with_carrier(|c| c.map(|c| c.runtime.clone()))
-        .unwrap_or_else(|| default_runtime().shared().clone());
+    let rt = runtime_here();
     let carrier = rt.pick().clone();
+    spawn_to(&rt, carrier, f)
+}
+
+/// This thread's runtime; off a carrier, the default runtime.
+fn runtime_here() -> Arc<RuntimeShared> {
+    with_carrier(|c| c.map(|c| c.runtime.clone()))
+        .unwrap_or_else(|| default_runtime().shared().clone())
+}
+
+/// Spawns on `carrier` of `rt`: locally if it is this thread's carrier,
+/// else through its remote queue.
+fn spawn_to<F, T>(
+    rt: &Arc<RuntimeShared>,
+    carrier: Arc<CarrierShared>,
+    f: F,
+) -> io::Result<JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
     let here = with_carrier(|c| c.is_some_and(|c| Arc::ptr_eq(&c.shared, &carrier)));
     if here {
-        return spawn_on(Some(&rt), None, None, f);
+        return spawn_on(Some(rt), None, None, f);
     }
     spawn_remote(carrier, None, class_of(rt.stack_size)?, f)
 }
@@ -560,8 +579,7 @@ where
 /// The CPUs the carriers of this thread's runtime (the default runtime
 /// off a carrier) are pinned to, by carrier index; `None` if they float.
 pub(crate) fn pinned_cpus_here() -> Option<Box<[usize]>> {
-    with_carrier(|c| c.map(|c| c.runtime.cpus.clone()))
-        .unwrap_or_else(|| default_runtime().shared().cpus.clone())
+    runtime_here().cpus.clone()
 }
 
 /// Spawns a green thread on a carrier of this thread's runtime (the
@@ -573,27 +591,20 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let rt = with_carrier(|c| c.map(|c| c.runtime.clone()))
-        .unwrap_or_else(|| default_runtime().shared().clone());
-    let Some(cpus) = rt.cpus.as_ref() else {
-        return Err(f);
-    };
-    let Some(carrier) = rt
-        .carriers
-        .iter()
-        .zip(cpus.iter())
-        .filter(|&(_, &c)| c == cpu)
-        .map(|(carrier, _)| carrier)
-        .min_by_key(|c| c.load())
-        .cloned()
-    else {
-        return Err(f);
-    };
-    let here = with_carrier(|c| c.is_some_and(|c| Arc::ptr_eq(&c.shared, &carrier)));
-    if here {
-        return Ok(spawn_on(Some(&rt), None, None, f));
+    let rt = runtime_here();
+    let carrier = rt.cpus.as_ref().and_then(|cpus| {
+        rt.carriers
+            .iter()
+            .zip(cpus.iter())
+            .filter(|&(_, &c)| c == cpu)
+            .map(|(carrier, _)| carrier)
+            .min_by_key(|c| c.load())
+            .cloned()
+    });
+    match carrier {
+        Some(carrier) => Ok(spawn_to(&rt, carrier, f)),
+        None => Err(f),
     }
-    Ok(class_of(rt.stack_size).and_then(|class| spawn_remote(carrier, None, class, f)))
 }
 
 fn new_green<F, T>(
