@@ -1,17 +1,20 @@
 //! The server against misbehaving and dying clients: garbage descriptors,
 //! out-of-range offsets, corrupt ring indices and unknown opcodes close
 //! only the offending connection; a client killed with SIGKILL (a child
-//! process) is dropped while another client keeps being served; and the
-//! credential policy refuses peers on both sides.
+//! process) is dropped while another client keeps being served; an arena
+//! memfd that is not sealed against writes, or not the agreed size, is
+//! refused by either side; and the credential policy refuses peers on
+//! both sides.
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use green::ipc::{Client, ClientConfig, Server, ServerConfig, CALL, INLINE, INLINE_MAX, RELEASE};
-use green::shm::{CredentialPolicy, Desc};
+use green::shm::{CredentialPolicy, Desc, OwnArena, Region, RegionLayout};
+use rustix::fs::{fcntl_add_seals, ftruncate, memfd_create, MemfdFlags, SealFlags};
 
 mod common;
 use common::watchdog;
@@ -163,7 +166,12 @@ fn hostile_clients_are_closed_good_client_keeps_working() {
         // request ring's tail far beyond head + capacity.
         let sock = std::os::unix::net::UnixStream::connect(&path).unwrap();
         (&sock).write_all(&green::ipc::hello(None)).unwrap();
-        let (fd, _) = green::shm::recv_fd(&sock).unwrap();
+        let (fds, payload) = green::shm::recv_fds(&sock, 2).unwrap();
+        let fd = fds.into_iter().next().unwrap();
+        // Our arena, at the size the header asks for (word 7).
+        let header = green::shm::Region::attach(fd.try_clone().unwrap()).unwrap();
+        let own = OwnArena::create(header.header().client_arena_len).unwrap();
+        green::shm::send_fd(&sock, own.fd(), &payload).unwrap();
         let size = rustix::fs::fstat(&fd).unwrap().st_size as usize;
         let map = memmap2::MmapOptions::new()
             .len(size)
@@ -215,12 +223,142 @@ fn clients_without_a_good_hello_are_closed_good_client_keeps_working() {
         // A hello naming a CPU the server has no carrier on is served.
         let odd = std::os::unix::net::UnixStream::connect(&path).unwrap();
         (&odd).write_all(&green::ipc::hello(Some(100_000))).unwrap();
-        let (fd, payload) = green::shm::recv_fd(&odd).unwrap();
+        let (fds, payload) = green::shm::recv_fds(&odd, 2).unwrap();
         assert!(!payload.is_empty());
-        drop((fd, odd));
+        // Hanging up instead of sending our arena is no error either.
+        drop((fds, odd));
         assert_eq!(good.call(b"after").unwrap().to_vec(), b"after");
         assert_eq!(errors.load(Ordering::SeqCst), 3);
     });
+}
+
+/// An echo server on a std thread that keeps the messages it reports.
+fn start_logged_server(path: &Path, config: ServerConfig) -> Arc<Mutex<Vec<String>>> {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l = log.clone();
+    let server = Server::bind_with(
+        path,
+        config.on_error(move |err| l.lock().unwrap().push(err.to_string())),
+    )
+    .unwrap();
+    std::thread::spawn(move || {
+        let _ = server.serve(|req, resp| resp.write_all(&req.to_vec()));
+    });
+    log
+}
+
+/// A memfd of `len` bytes with `seals`.
+fn memfd(len: u64, seals: SealFlags) -> OwnedFd {
+    let fd = memfd_create(
+        "green-hostile",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )
+    .unwrap();
+    ftruncate(&fd, len).unwrap();
+    fcntl_add_seals(&fd, seals).unwrap();
+    fd
+}
+
+#[test]
+fn clients_with_a_bad_arena_are_closed_good_client_keeps_working() {
+    if std::env::var_os("GREEN_IPC_CLIENT").is_some() {
+        return;
+    }
+    let path = sock_path("arena");
+    let log = start_logged_server(
+        &path,
+        ServerConfig::default().handshake_timeout(Duration::from_millis(300)),
+    );
+    watchdog(move || {
+        let good = Client::connect(&path).unwrap();
+        assert_eq!(good.call(b"before").unwrap().to_vec(), b"before");
+        // A raw client up to the point where it owes the server its arena.
+        let start = || {
+            let sock = std::os::unix::net::UnixStream::connect(&path).unwrap();
+            (&sock).write_all(&green::ipc::hello(None)).unwrap();
+            let (fds, payload) = green::shm::recv_fds(&sock, 2).unwrap();
+            assert_eq!(payload, green::ipc::PROTOCOL);
+            let fd = fds.into_iter().next().unwrap();
+            let h = *Region::attach(fd).unwrap().header();
+            (sock, h.client_arena_len)
+        };
+        let sealed = SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL;
+        // An arena its sender (or anyone holding it) could still write.
+        let (sock, len) = start();
+        let fd = memfd(len, sealed);
+        green::shm::send_fd(&sock, fd.as_fd(), green::ipc::PROTOCOL).unwrap();
+        assert_closed_by_server(&sock);
+        // Sealed, but not the size the region asks for.
+        let (sock, len) = start();
+        let fd = memfd(len + 4096, sealed | SealFlags::FUTURE_WRITE);
+        green::shm::send_fd(&sock, fd.as_fd(), green::ipc::PROTOCOL).unwrap();
+        assert_closed_by_server(&sock);
+        // Not a memfd.
+        let (sock, _) = start();
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        green::shm::send_fd(&sock, a.as_fd(), green::ipc::PROTOCOL).unwrap();
+        assert_closed_by_server(&sock);
+        // No arena at all.
+        let (sock, _) = start();
+        assert_closed_by_server(&sock);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while log.lock().unwrap().len() < 4 {
+            assert!(
+                Instant::now() < deadline,
+                "server reported {:?}",
+                log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let log = log.lock().unwrap().clone();
+        for needle in [
+            "not write-sealed",
+            "but the region header gives",
+            "does not support seals",
+            "sent no arena",
+        ] {
+            assert!(
+                log.iter().any(|m| m.contains(needle)),
+                "no report names {needle:?}: {log:?}"
+            );
+        }
+        assert_eq!(log.len(), 4, "{log:?}");
+        assert_eq!(good.call(b"after").unwrap().to_vec(), b"after");
+    });
+}
+
+#[test]
+fn a_server_offering_a_writable_arena_is_refused() {
+    if std::env::var_os("GREEN_IPC_CLIENT").is_some() {
+        return;
+    }
+    let path = sock_path("writable-arena");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    // A fake server: a good region, but an arena it did not seal against
+    // writes, so it could change a response under the client.
+    let fake = std::thread::spawn(move || {
+        let (sock, _) = listener.accept().unwrap();
+        let mut hello = [0u8; 8];
+        (&sock).read_exact(&mut hello).unwrap();
+        let region = Region::create(&RegionLayout::default()).unwrap();
+        let arena = memfd(
+            region.header().server_arena_len,
+            SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL,
+        );
+        green::shm::send_fds(&sock, &[region.fd(), arena.as_fd()], green::ipc::PROTOCOL).unwrap();
+        // Until the client hangs up.
+        let _ = (&sock).read(&mut hello);
+    });
+    watchdog(move || {
+        let e = Client::connect(&path).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+        assert!(
+            e.to_string()
+                .contains("server_arena memfd is not write-sealed"),
+            "{e}"
+        );
+    });
+    fake.join().unwrap();
 }
 
 /// Runs as a client when re-executed: calls forever.

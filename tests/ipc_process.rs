@@ -96,6 +96,30 @@ fn child_server() {
                     rest = &rest[k..];
                 }
                 return Ok(());
+            } else if body.starts_with(b"INPLACE") {
+                // Reserved, a short write (staged), then the rest written
+                // in place in two parts.
+                resp.reserve(body.len());
+                resp.write_all(&body[..7])?;
+                let rest = &body[7..];
+                let half = rest.len() / 2;
+                resp.write_in_place(half).copy_from_slice(&rest[..half]);
+                resp.write_in_place(rest.len() - half)
+                    .copy_from_slice(&rest[half..]);
+                return Ok(());
+            } else if body.starts_with(b"GROWING") {
+                // In place without a reserve: pieces that outgrow the
+                // inline buffer, then the first arena block.
+                let mut rest = &body[..];
+                for k in [3, 20, 1000, 70_000].into_iter().cycle() {
+                    if rest.is_empty() {
+                        break;
+                    }
+                    let k = k.min(rest.len());
+                    resp.write_in_place(k).copy_from_slice(&rest[..k]);
+                    rest = &rest[k..];
+                }
+                return Ok(());
             } else if body.starts_with(b"SPLIT") {
                 // A byte at a time: the body grows past what a descriptor
                 // carries inline while the handler writes.
@@ -212,6 +236,15 @@ fn round_trips_at_every_size() {
                 let mut b = client.request_builder(size).unwrap();
                 b.write_at(0, &req).unwrap();
                 assert_eq!(b.call().unwrap().to_vec(), req);
+                // Built in place, answered in place.
+                let mut req = pattern(size.max(7), 9);
+                req[..7].copy_from_slice(b"INPLACE");
+                let mut b = client.request_builder(req.len()).unwrap();
+                b.as_mut_bytes().copy_from_slice(&req);
+                assert_eq!(b.call().unwrap().to_vec(), req, "in place {size}");
+                let mut req = pattern(size.max(7), 10);
+                req[..7].copy_from_slice(b"GROWING");
+                assert_eq!(client.call(&req).unwrap().to_vec(), req, "growing {size}");
                 // Written by the handler a byte at a time.
                 let mut req = pattern(size.max(5), 7);
                 req[..5].copy_from_slice(b"SPLIT");

@@ -26,15 +26,15 @@ fn repr_c_sizes_and_offsets() {
     assert_eq!(offset_of!(Desc, len), 24);
     assert_eq!(size_of::<Area>(), 16);
     assert_eq!(size_of::<RegionHeader>(), HEADER_BYTES);
-    assert_eq!(HEADER_BYTES, 88);
-    assert_eq!(HEADER_WORDS, 11);
+    assert_eq!(HEADER_BYTES, 72);
+    assert_eq!(HEADER_WORDS, 9);
     assert_eq!(offset_of!(RegionHeader, magic), 0);
     assert_eq!(offset_of!(RegionHeader, version), 8);
     assert_eq!(offset_of!(RegionHeader, size), 16);
     assert_eq!(offset_of!(RegionHeader, request_ring), 24);
     assert_eq!(offset_of!(RegionHeader, response_ring), 40);
-    assert_eq!(offset_of!(RegionHeader, client_arena), 56);
-    assert_eq!(offset_of!(RegionHeader, server_arena), 72);
+    assert_eq!(offset_of!(RegionHeader, client_arena_len), 56);
+    assert_eq!(offset_of!(RegionHeader, server_arena_len), 64);
     assert_eq!(&MAGIC.to_le_bytes(), b"grnShm\0\0");
 }
 
@@ -57,21 +57,10 @@ fn layout_is_page_aligned_in_header_order() {
             len: PAGE
         }
     );
-    assert_eq!(
-        h.client_arena,
-        Area {
-            offset: 3 * PAGE,
-            len: 25 * PAGE
-        }
-    );
-    assert_eq!(
-        h.server_arena,
-        Area {
-            offset: 28 * PAGE,
-            len: 2 * PAGE
-        }
-    );
-    assert_eq!(h.size, 30 * PAGE);
+    // The arenas are files of their own: only their sizes, in pages.
+    assert_eq!(h.client_arena_len, 25 * PAGE);
+    assert_eq!(h.server_arena_len, 2 * PAGE);
+    assert_eq!(h.size, 3 * PAGE);
     assert_eq!(h.validate(h.size, PAGE), Ok(()));
     assert_eq!(RegionHeader::from_words(h.to_words()), h);
     let bytes = h.to_bytes();
@@ -112,7 +101,7 @@ fn layout_errors() {
     }
     // Zero-sized arenas still get a page.
     let h = RegionLayout::new(1, 1, 0, 0).header(PAGE).unwrap();
-    assert_eq!(h.client_arena.len, PAGE);
+    assert_eq!((h.client_arena_len, h.server_arena_len), (PAGE, PAGE));
 }
 
 /// Validates `h` after `forge`, against the unforged size.
@@ -136,17 +125,25 @@ fn validate_names_the_bad_field() {
         ),
         (Box::new(|h| h.response_ring.len = 1), "response_ring.len"),
         (
-            Box::new(|h| h.client_arena.len = 0),
+            Box::new(|h| h.client_arena_len = 0),
             "client_arena.len is 0",
         ),
-        (Box::new(|h| h.server_arena.len = 3 * PAGE), "server_arena"),
-        (Box::new(|h| h.server_arena.offset = 0), "server_arena"),
         (
-            Box::new(|h| h.client_arena.offset = !(PAGE - 1)),
+            Box::new(|h| h.server_arena_len = 3 * PAGE + 1),
+            "server_arena_len",
+        ),
+        (Box::new(|h| h.server_arena_len = 1 << 63), "too large"),
+        (
+            Box::new(|h| h.response_ring.len = 3 * PAGE),
+            "response_ring",
+        ),
+        (Box::new(|h| h.response_ring.offset = 0), "response_ring"),
+        (
+            Box::new(|h| h.request_ring.offset = !(PAGE - 1)),
             "overflows u64",
         ),
         (Box::new(|h| h.response_ring = h.request_ring), "overlap"),
-        (Box::new(|h| h.client_arena.len += PAGE), "overlap"),
+        (Box::new(|h| h.request_ring.len += PAGE), "overlap"),
     ];
     for (forge, needle) in cases {
         let e = check(forge).unwrap_err();
@@ -157,19 +154,18 @@ fn validate_names_the_bad_field() {
 
 #[test]
 fn validate_checks_the_whole_u64_range() {
-    // Offsets and lengths near u64::MAX, page-aligned, in every area:
-    // always an error, never an overflow panic.
+    // Offsets and lengths near u64::MAX, page-aligned, in both ring
+    // areas, and such arena sizes: always an error, never an overflow
+    // panic.
     let big = [0, PAGE, !(PAGE - 1), (u64::MAX / 2) & !(PAGE - 1), 1 << 63];
     let mut n = 0;
     for &offset in &big {
         for &len in &big {
-            for area in 0..4 {
+            for area in 0..2 {
                 let r = check(|h| {
                     let a = match area {
                         0 => &mut h.request_ring,
-                        1 => &mut h.response_ring,
-                        2 => &mut h.client_arena,
-                        _ => &mut h.server_arena,
+                        _ => &mut h.response_ring,
                     };
                     *a = Area { offset, len };
                 });
@@ -180,5 +176,17 @@ fn validate_checks_the_whole_u64_range() {
             }
         }
     }
-    assert_eq!(n, 5 * 5 * 4);
+    assert_eq!(n, 5 * 5 * 2);
+    for &len in &big {
+        for arena in 0..2 {
+            let r = check(|h| match arena {
+                0 => h.client_arena_len = len,
+                _ => h.server_arena_len = len,
+            });
+            // Any nonzero page multiple that a mapping can have is a valid
+            // size (the client's `max_region` bounds what it maps).
+            let valid = len != 0 && len <= isize::MAX as u64;
+            assert_eq!(r.is_ok(), valid, "arena {arena}: {len:#x}: {r:?}");
+        }
+    }
 }

@@ -1,16 +1,17 @@
 //! A region shared by two real processes. This test binary re-runs itself
 //! as the child (one test, selected with `--exact`, with `GREEN_SHM_CHILD`
 //! set), its end of a socket pair inherited as fd 3. The parent creates
-//! the region and sends the memfd over the socket; the child checks the
-//! parent's credentials, attaches (validating everything) and serves
-//! requests: every body is checked on both sides, every descriptor handed
+//! the region and its own (client) arena and sends both memfds over the
+//! socket; the child checks the parent's credentials, attaches
+//! (validating everything), sends back the memfd of the server arena it
+//! makes, and serves requests: every body is checked on both sides, every descriptor handed
 //! back is checked against the owner's arena.
 
 #![cfg(not(miri))] // memfd, mmap, sockets and exec: not available under Miri
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
@@ -18,7 +19,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use green::ring::{Consumer, Producer, PushError, WaitOutcome};
-use green::shm::{self, CredentialPolicy, Desc, Endpoint, Region, RegionLayout};
+use green::shm::{
+    self, CredentialPolicy, Desc, Endpoint, OwnArena, PeerArena, Region, RegionLayout,
+};
 
 mod common;
 use common::wait_child;
@@ -106,15 +109,21 @@ fn serve(sock: UnixStream) {
         peer.pid,
         rustix::process::getppid().unwrap().as_raw_nonzero().get()
     );
-    let (fd, payload) = shm::recv_fd(&sock).unwrap();
+    let (fds, payload) = shm::recv_fds(&sock, 2).unwrap();
     assert_eq!(payload, HELLO);
+    let [region_fd, arena_fd]: [OwnedFd; 2] = fds.try_into().unwrap();
+    let region = Region::attach(region_fd).unwrap();
+    let h = *region.header();
+    let peer = PeerArena::attach(arena_fd, "client_arena", h.client_arena_len).unwrap();
+    let own = OwnArena::create(h.server_arena_len).unwrap();
+    shm::send_fd(&sock, own.fd(), HELLO).unwrap();
     let Endpoint {
         mut tx,
         mut rx,
         mut arena,
         peer_arena,
         ..
-    } = Region::attach(fd).unwrap().into_server().unwrap();
+    } = region.into_server(own, peer).unwrap();
     let mut served = 0u64;
     let mut body = Vec::new();
     loop {
@@ -199,14 +208,19 @@ fn calls_cross_processes_with_verified_bodies() {
     let mut child = spawn_child("calls_cross_processes_with_verified_bodies", &theirs);
     drop(theirs);
     CredentialPolicy::SameUid.verify(&ours).unwrap();
-    shm::send_fd(&ours, region.fd(), HELLO).unwrap();
+    let h = *region.header();
+    let own = OwnArena::create(h.client_arena_len).unwrap();
+    shm::send_fds(&ours, &[region.fd(), own.fd()], HELLO).unwrap();
+    let (fd, payload) = shm::recv_fd(&ours).unwrap();
+    assert_eq!(payload, HELLO);
+    let peer = PeerArena::attach(fd, "server_arena", h.server_arena_len).unwrap();
     let Endpoint {
         mut tx,
         mut rx,
         mut arena,
         peer_arena,
         ..
-    } = region.into_client().unwrap();
+    } = region.into_client(own, peer).unwrap();
     let mut alive = || child.try_wait().is_ok_and(|s| s.is_none());
 
     let n = calls();

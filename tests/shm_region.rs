@@ -1,6 +1,7 @@
 //! Regions in one process: create, attach a dup of the fd, and move
-//! requests and responses through the rings and arenas; and attach
-//! refusing every kind of bad region with a clear error, never a panic.
+//! requests and responses through the rings and arenas; attach refusing
+//! every kind of bad region or arena with a clear error, never a panic;
+//! and an arena's owner being the only one who can write it.
 
 #![cfg(not(miri))] // memfd and mmap: not available under Miri
 
@@ -10,7 +11,10 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 
 use green::ring::RingError;
-use green::shm::{page_size, Desc, Region, RegionError, RegionHeader, RegionLayout, MAGIC};
+use green::shm::{
+    page_size, Desc, Endpoint, OwnArena, PeerArena, Region, RegionError, RegionHeader,
+    RegionLayout, MAGIC,
+};
 use rustix::fs::{fcntl_add_seals, ftruncate, memfd_create, MemfdFlags, SealFlags};
 
 fn small_layout() -> RegionLayout {
@@ -84,6 +88,40 @@ fn all_seals() -> SealFlags {
     SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL
 }
 
+/// A fresh own arena for `side` of a region with header `h`
+/// (`"client_arena"` or `"server_arena"`), and a read-only attach of it as
+/// the other side sees it.
+fn arena_pair(h: &RegionHeader, side: &'static str) -> (OwnArena, PeerArena) {
+    let len = match side {
+        "client_arena" => h.client_arena_len,
+        _ => h.server_arena_len,
+    };
+    let own = OwnArena::create(len).unwrap();
+    let peer = PeerArena::attach(own.fd().try_clone_to_owned().unwrap(), side, len).unwrap();
+    (own, peer)
+}
+
+/// Both sides of a region in this process: `region` as the client, `peer`
+/// (another Region of the same memfd) as the server, each with its own
+/// arena and the other's, read-only.
+fn sides(region: Region, peer: Region) -> (Endpoint, Endpoint) {
+    let h = *region.header();
+    let (client_own, server_view) = arena_pair(&h, "client_arena");
+    let (server_own, client_view) = arena_pair(&h, "server_arena");
+    (
+        region.into_client(client_own, client_view).unwrap(),
+        peer.into_server(server_own, server_view).unwrap(),
+    )
+}
+
+/// Arenas for one side alone (`into_client`), both fresh.
+fn client_arenas(h: &RegionHeader) -> (OwnArena, PeerArena) {
+    (
+        arena_pair(h, "client_arena").0,
+        arena_pair(h, "server_arena").1,
+    )
+}
+
 #[test]
 fn create_then_attach_a_dup_agrees_on_the_layout() {
     let region = Region::create(&small_layout()).unwrap();
@@ -92,7 +130,8 @@ fn create_then_attach_a_dup_agrees_on_the_layout() {
     assert_eq!(h.magic, MAGIC);
     assert_eq!(h.request_ring.offset, page);
     assert_eq!(h.size % page, 0);
-    assert!(h.server_arena.len >= 64 * 1024);
+    assert!(h.server_arena_len >= 64 * 1024);
+    assert_eq!(h.client_arena_len % page, 0);
     let other = Region::attach(dup(&region)).unwrap();
     assert_eq!(*other.header(), h);
     assert_eq!(other.size(), h.size);
@@ -102,8 +141,7 @@ fn create_then_attach_a_dup_agrees_on_the_layout() {
 fn requests_and_responses_cross_one_region() {
     let region = Region::create(&small_layout()).unwrap();
     let peer = Region::attach(dup(&region)).unwrap();
-    let mut client = region.into_client().unwrap();
-    let mut server = peer.into_server().unwrap();
+    let (mut client, mut server) = sides(region, peer);
 
     for round in 0..100u64 {
         // Client: a body of `round * 37 % 5000` bytes, pattern from id.
@@ -165,13 +203,17 @@ fn each_side_is_taken_once_per_process() {
         Region::attach(dup(&region)).unwrap(),
         Region::attach(dup(&region)).unwrap(),
     );
-    let client = region.into_client().unwrap();
-    let e = a.into_client().unwrap_err();
+    let h = *region.header();
+    let (own, peer) = client_arenas(&h);
+    let client = region.into_client(own, peer).unwrap();
+    let (own, peer) = client_arenas(&h);
+    let e = a.into_client(own, peer).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
     assert!(e.to_string().contains("Client side"), "{e}");
     // Once every handle of the first client is gone, the side is free.
     drop(client);
-    let client = b.into_client().unwrap();
+    let (own, peer) = client_arenas(&h);
+    let client = b.into_client(own, peer).unwrap();
     drop(client);
 }
 
@@ -179,8 +221,7 @@ fn each_side_is_taken_once_per_process() {
 fn endpoints_outlive_the_region_fd() {
     let region = Region::create(&small_layout()).unwrap();
     let peer = Region::attach(dup(&region)).unwrap();
-    let mut client = region.into_client().unwrap();
-    let mut server = peer.into_server().unwrap();
+    let (mut client, mut server) = sides(region, peer);
     // Move halves into other threads: the mapping stays alive.
     let t = std::thread::spawn(move || {
         client.tx.push(Desc::default()).unwrap();
@@ -311,11 +352,11 @@ fn attach_rejects_size_mismatch() {
 #[test]
 fn attach_rejects_misaligned_and_empty_areas() {
     let e = attach_err(
-        forged(|h| h.client_arena.offset += 64),
-        "client_arena.offset",
+        forged(|h| h.response_ring.offset += 64),
+        "response_ring.offset",
     );
     assert!(matches!(e, RegionError::Misaligned { .. }), "{e:?}");
-    let e = attach_err(forged(|h| h.server_arena.len -= 1), "server_arena.len");
+    let e = attach_err(forged(|h| h.request_ring.len -= 1), "request_ring.len");
     assert!(matches!(e, RegionError::Misaligned { .. }), "{e:?}");
     let e = attach_err(
         forged(|h| h.response_ring.len = 0),
@@ -327,16 +368,25 @@ fn attach_rejects_misaligned_and_empty_areas() {
             area: "response_ring"
         }
     );
+    let e = attach_err(forged(|h| h.server_arena_len -= 1), "server_arena_len");
+    assert!(matches!(e, RegionError::Misaligned { .. }), "{e:?}");
+    let e = attach_err(forged(|h| h.client_arena_len = 0), "client_arena.len is 0");
+    assert_eq!(
+        e,
+        RegionError::EmptyArea {
+            area: "client_arena"
+        }
+    );
 }
 
 #[test]
 fn attach_rejects_out_of_range_areas() {
     let page = page_size();
     // Past the end of the region.
-    let e = attach_err(forged(|h| h.server_arena.len += page), "server_arena");
+    let e = attach_err(forged(|h| h.response_ring.len += page), "response_ring");
     assert!(matches!(e, RegionError::OutOfRange { .. }), "{e:?}");
     // Starting far beyond it.
-    let e = attach_err(forged(|h| h.client_arena.offset = 1 << 40), "client_arena");
+    let e = attach_err(forged(|h| h.request_ring.offset = 1 << 40), "request_ring");
     assert!(matches!(e, RegionError::OutOfRange { .. }), "{e:?}");
     // Inside the header page.
     let e = attach_err(forged(|h| h.request_ring.offset = 0), "request_ring");
@@ -351,8 +401,8 @@ fn attach_rejects_offsets_that_overflow() {
     let page = page_size();
     let e = attach_err(
         forged(|h| {
-            h.server_arena.offset = u64::MAX - page + 1; // page-aligned
-            h.server_arena.len = 2 * page;
+            h.response_ring.offset = u64::MAX - page + 1; // page-aligned
+            h.response_ring.len = 2 * page;
         }),
         "overflows u64",
     );
@@ -360,7 +410,7 @@ fn attach_rejects_offsets_that_overflow() {
         matches!(
             e,
             RegionError::Overflow {
-                area: "server_arena",
+                area: "response_ring",
                 ..
             }
         ),
@@ -368,8 +418,8 @@ fn attach_rejects_offsets_that_overflow() {
     );
     let e = attach_err(
         forged(|h| {
-            h.client_arena.offset = page;
-            h.client_arena.len = u64::MAX - page + 1;
+            h.request_ring.offset = page;
+            h.request_ring.len = u64::MAX - page + 1;
         }),
         "overflows u64",
     );
@@ -378,23 +428,177 @@ fn attach_rejects_offsets_that_overflow() {
 
 #[test]
 fn attach_rejects_overlapping_areas() {
-    // The client arena laid over the response ring.
+    // The response ring laid over the request ring.
     let e = attach_err(
-        forged(|h| h.client_arena.offset = h.response_ring.offset),
+        forged(|h| h.response_ring.offset = h.request_ring.offset),
         "overlap",
     );
     assert!(matches!(e, RegionError::Overlap { .. }), "{e:?}");
     let msg = e.to_string();
     assert!(
-        msg.contains("response_ring") && msg.contains("client_arena"),
+        msg.contains("response_ring") && msg.contains("request_ring"),
         "{msg}"
     );
-    // Two areas at the same place, in another order.
-    let e = attach_err(forged(|h| h.request_ring = h.server_arena), "overlap");
-    assert!(matches!(e, RegionError::Overlap { .. }), "{e:?}");
     // Areas may come in any order if they are disjoint.
-    let fd = forged(|h| std::mem::swap(&mut h.client_arena, &mut h.server_arena));
+    let fd = forged(|h| std::mem::swap(&mut h.request_ring, &mut h.response_ring));
+    // (The rings then hold each other's headers: same capacity, so valid.)
     Region::attach(fd).unwrap();
+}
+
+/// The `RegionError` of a failed `PeerArena::attach`, after checking that
+/// its message names `needle`.
+fn arena_err(fd: OwnedFd, len: u64, needle: &str) -> RegionError {
+    let e = PeerArena::attach(fd, "server_arena", len).expect_err("attach accepted a bad arena");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(needle),
+        "error {msg:?} does not name {needle:?}"
+    );
+    region_error(e)
+}
+
+#[test]
+fn peer_arenas_must_be_sealed_against_writes_and_sized() {
+    let page = page_size();
+    let len = 16 * page;
+    // Sealed against resizing but still writable by any holder.
+    let e = arena_err(memfd(len, true, all_seals(), None), len, "not write-sealed");
+    assert!(
+        matches!(
+            e,
+            RegionError::ArenaWritable {
+                arena: "server_arena",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // Write-sealed, but it could still shrink under the mapping.
+    let e = arena_err(
+        memfd(len, true, SealFlags::FUTURE_WRITE, None),
+        len,
+        "not sealed",
+    );
+    assert!(matches!(e, RegionError::Unsealed { .. }), "{e:?}");
+    // Not the size the header gives.
+    let e = arena_err(
+        memfd(len, true, all_seals() | SealFlags::FUTURE_WRITE, None),
+        len + page,
+        "but the region header gives",
+    );
+    assert_eq!(
+        e,
+        RegionError::ArenaSizeMismatch {
+            arena: "server_arena",
+            header: len + page,
+            actual: len
+        }
+    );
+    // Not a memfd at all.
+    let (sock, _other) = std::os::unix::net::UnixStream::pair().unwrap();
+    let e = arena_err(OwnedFd::from(sock), len, "does not support seals");
+    assert_eq!(e, RegionError::NotSealable);
+    // F_SEAL_WRITE (nobody writes, not even the creator) is accepted.
+    let fd = memfd(len, true, all_seals() | SealFlags::WRITE, None);
+    let peer = PeerArena::attach(fd, "server_arena", len).unwrap();
+    assert_eq!(peer.len(), len);
+}
+
+#[test]
+fn into_a_side_checks_the_arena_sizes_against_the_header() {
+    let region = Region::create(&small_layout()).unwrap();
+    let h = *region.header();
+    let own = OwnArena::create(h.client_arena_len + page_size()).unwrap();
+    let (_, peer) = arena_pair(&h, "server_arena");
+    let e = region.into_client(own, peer).unwrap_err();
+    assert!(matches!(
+        region_error(e),
+        RegionError::ArenaSizeMismatch {
+            arena: "client_arena",
+            ..
+        }
+    ),);
+}
+
+/// `errno` of a libc call that returned -1 (or MAP_FAILED).
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+#[test]
+fn only_the_owner_can_write_its_arena() {
+    let len = 4 * page_size();
+    let own = OwnArena::create(len).unwrap();
+    let fd = own.fd().try_clone_to_owned().unwrap();
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    let n = len as usize;
+    // Every way a holder of the fd (the peer) could write the bytes fails.
+    // SAFETY (each call below): plain syscalls on our own fd and on a
+    // mapping we make and unmap here; no Rust reference to the memory.
+    let shared_rw = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            n,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            raw,
+            0,
+        )
+    };
+    assert_eq!(
+        shared_rw,
+        libc::MAP_FAILED,
+        "a writable shared mapping was allowed"
+    );
+    assert_eq!(errno(), libc::EPERM);
+    let ro = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            n,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            raw,
+            0,
+        )
+    };
+    assert_ne!(ro, libc::MAP_FAILED, "{}", io::Error::last_os_error());
+    assert_eq!(
+        unsafe { libc::mprotect(ro, n, libc::PROT_READ | libc::PROT_WRITE) },
+        -1
+    );
+    assert_eq!(errno(), libc::EACCES);
+    assert_eq!(unsafe { libc::madvise(ro, n, libc::MADV_REMOVE) }, -1);
+    assert_eq!(errno(), libc::EACCES);
+    let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    assert_eq!(unsafe { libc::fallocate(raw, punch, 0, 4096) }, -1);
+    assert_eq!(errno(), libc::EPERM);
+    let e = File::from(fd.try_clone().unwrap())
+        .write_at(b"x", 0)
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EPERM));
+    let e = ftruncate(&fd, 0).unwrap_err();
+    assert_eq!(e.raw_os_error(), libc::EPERM);
+    // Reopened through /proc with write access: still refused.
+    let reopened = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/self/fd/{raw}"))
+        .unwrap();
+    let e = reopened.write_at(b"x", 0).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EPERM));
+    // The owner's own mapping still writes, and the read-only view sees it.
+    let peer = PeerArena::attach(fd, "client_arena", len).unwrap();
+    let arena = own.into_arena();
+    arena.copy_to(100, b"owner writes").unwrap();
+    let mut buf = [0u8; 12];
+    peer.mem().copy_from(100, &mut buf).unwrap();
+    assert_eq!(&buf, b"owner writes");
+    let mut seen = [0u8; 12];
+    // SAFETY: `ro` maps `n` bytes, readable; 100 + 12 <= n.
+    unsafe { std::ptr::copy_nonoverlapping(ro.cast::<u8>().add(100), seen.as_mut_ptr(), 12) };
+    assert_eq!(&seen, b"owner writes");
+    // SAFETY: our mapping, unmapped once, no references into it remain.
+    assert_eq!(unsafe { libc::munmap(ro, n) }, 0);
 }
 
 #[test]

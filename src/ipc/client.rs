@@ -3,6 +3,7 @@
 use std::cell::UnsafeCell;
 use std::future::Future;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::Path;
 use std::pin::Pin;
@@ -21,7 +22,10 @@ use super::{
     Idle, Out, Padded, Spin, CALL, ERROR, INLINE, INLINE_MAX, PROTOCOL, RELEASE, REPLY,
 };
 use crate::ring::{Consumer, Peek, Producer, PushError};
-use crate::shm::{recv_fd, Alloc, ArenaMem, Desc, Endpoint, Region};
+use crate::shm::{
+    recv_fds, send_fds, Alloc, ArenaMem, Desc, Endpoint, OwnArena, PeerArena, PeerMem, Region,
+    ARENA_NAMES,
+};
 use crate::thread::Thread;
 
 /// Which threads (carriers: green threads never move to another) have a
@@ -272,7 +276,7 @@ struct Inner {
     /// Our arena's bytes, for copying request bodies in without the lock.
     mem: ArenaMem,
     /// The server's arena, where response bodies are.
-    peer_mem: ArenaMem,
+    peer_mem: PeerMem,
     dead: AtomicBool,
     sock: crate::os::unix::net::UnixStream,
     wake_reader: Box<dyn Fn() + Send + Sync>,
@@ -777,13 +781,13 @@ impl Client {
         config.credentials.verify(&sock)?;
         // Eight bytes into a new connection's empty buffer: never blocks.
         (&sock).write_all(&hello(cpu))?;
-        // The server sends the fd right after accepting; wait for it
-        // without blocking the carrier.
-        let (fd, payload) = handshake_wait(
+        // The server sends the region and its arena right after accepting;
+        // wait for them without blocking the carrier.
+        let (fds, payload) = handshake_wait(
             &sock,
             std::time::Duration::from_secs(30),
             "ipc server sent no region",
-            || recv_fd(&sock),
+            || recv_fds(&sock, 2),
         )?;
         if payload != PROTOCOL {
             return Err(io::Error::new(
@@ -791,17 +795,40 @@ impl Client {
                 "ipc server speaks an unknown protocol",
             ));
         }
-        let size = u64::try_from(rustix::fs::fstat(&fd)?.st_size).unwrap_or(u64::MAX);
-        if size > config.max_region {
-            return Err(io::Error::new(
+        let [region_fd, arena_fd]: [OwnedFd; 2] = fds
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("recv_fds returned 2 fds"));
+        // Everything this lane maps: the region and both arenas (the
+        // client's is made here, at the size the server asks for).
+        let too_big = |what: &str, size: u64| {
+            io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "ipc server offered a region of {size} bytes, above the limit of {}",
+                    "ipc server offered {what} of {size} bytes, above the limit of {}",
                     config.max_region
                 ),
-            ));
+            )
+        };
+        let file_size = |fd: &OwnedFd| -> io::Result<u64> {
+            Ok(u64::try_from(rustix::fs::fstat(fd)?.st_size).unwrap_or(u64::MAX))
+        };
+        let size = file_size(&region_fd)?;
+        if size > config.max_region {
+            return Err(too_big("a region", size));
         }
-        let ep = Region::attach(fd)?.into_client()?;
+        let region = Region::attach(region_fd)?;
+        let h = *region.header();
+        let total = h
+            .size
+            .saturating_add(h.client_arena_len)
+            .saturating_add(h.server_arena_len);
+        if total > config.max_region {
+            return Err(too_big("a region and arenas", total));
+        }
+        let peer = PeerArena::attach(arena_fd, ARENA_NAMES[1], h.server_arena_len)?;
+        let own = OwnArena::create(h.client_arena_len)?;
+        send_fds(&sock, &[own.fd()], PROTOCOL)?;
+        let ep = region.into_client(own, peer)?;
         Ok((ep, sock))
     }
 
@@ -898,8 +925,18 @@ impl Client {
     }
 
     /// Reserves `len` bytes for a request in the arena, to be written in
-    /// place and sent with [`RequestBuilder::call`]: no intermediate copy
-    /// for large requests.
+    /// place ([`RequestBuilder::as_mut_bytes`] or
+    /// [`write_at`](RequestBuilder::write_at)) and sent with
+    /// [`RequestBuilder::call`]: no intermediate copy for large requests.
+    ///
+    /// ```no_run
+    /// # fn main() -> std::io::Result<()> {
+    /// let client = green::ipc::Client::connect("/tmp/echo.sock")?;
+    /// let mut req = client.request_builder(1 << 20)?;
+    /// req.as_mut_bytes().fill(7); // straight into shared memory
+    /// let reply = req.call()?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
@@ -1022,17 +1059,23 @@ impl RequestBuilder<'_> {
         }
     }
 
-    /// The request's bytes, to write in place.
+    /// The request's bytes, to write in place: in the client arena for a
+    /// body of more than [`INLINE_MAX`] bytes, so that no copy follows.
+    /// They hold what was there before (zeros, or an earlier request of
+    /// this lane): write all of them.
     ///
-    /// # Safety
-    ///
-    /// The server must not write the client arena (a trusted, well-behaved
-    /// peer does not: it only reads request bodies it was sent).
-    pub unsafe fn as_mut_bytes_unchecked(&mut self) -> &mut [u8] {
+    /// A plain `&mut [u8]` is sound here: the client arena is a memfd
+    /// sealed so that only this process's mapping can write it (the
+    /// server maps it read-only, see [`OwnArena`]), and the block is this
+    /// request's alone until it is sent.
+    pub fn as_mut_bytes(&mut self) -> &mut [u8] {
         match &mut self.body {
             Some(Out::Inline(b, n)) => &mut b[..usize::from(*n)],
-            // SAFETY: our allocation, not yet published; the caller vouches
-            // for the peer.
+            // SAFETY: the allocation is this builder's alone until `call`
+            // (which consumes it) publishes it, and the slice borrows the
+            // builder mutably, so no other access to those bytes exists
+            // in this process; the server cannot write them: the arena is
+            // an OwnArena, sealed against every writer but our mapping.
             Some(Out::Arena(a)) => unsafe { self.lane.mem.slice_mut(a.offset, a.len) }
                 .expect("our own allocation is in bounds"),
             None => &mut [],

@@ -6,12 +6,16 @@
 //! carrier is pinned to, if any; a connection without one is closed after
 //! [`ServerConfig::handshake_timeout`]).
 //! Per connection the server creates a sealed memfd [`Region`] (a request
-//! ring, a response ring and one data arena per side), checks the client's
-//! `SO_PEERCRED` against a [`CredentialPolicy`] and passes the memfd with
-//! `SCM_RIGHTS`; the client checks the server's credentials too, refuses
-//! regions above [`ClientConfig::max_region`], and attaches (which
-//! validates the whole layout). The socket stays open for the connection's
-//! life: it is the liveness channel.
+//! ring and a response ring) and an arena memfd of its own, checks the
+//! client's `SO_PEERCRED` against a [`CredentialPolicy`] and passes both
+//! with `SCM_RIGHTS`; the client checks the server's credentials too,
+//! refuses regions and arenas above [`ClientConfig::max_region`] in all,
+//! attaches (which validates the whole layout), maps the server's arena
+//! read-only, and answers with an arena memfd of its own. Each side seals
+//! its arena so that only its own mapping can write it (see
+//! [`OwnArena`](crate::shm::OwnArena)), and refuses an arena from the peer
+//! that is not sealed that way. The socket stays open for the
+//! connection's life: it is the liveness channel.
 //!
 //! ```no_run
 //! use std::io::Write;
@@ -115,7 +119,12 @@
 //!   in its arena and frees them when the client hands them back with
 //!   `RELEASE` ([`Arena::free`](crate::shm::Arena::free) rejects a bogus
 //!   offset). Zero-length and inline bodies take no arena space and need
-//!   no `RELEASE`.
+//!   no `RELEASE`. Each arena is a memfd that only its owner can write
+//!   (sealed, mapped read-only by the peer): a body under construction is
+//!   handed out as a plain `&mut [u8]`
+//!   ([`RequestBuilder::as_mut_bytes`],
+//!   [`ResponseWriter::write_in_place`]), filled in place with no copy
+//!   and no `unsafe`.
 //! - **Full rings and arenas**: a full ring makes its producer (a caller,
 //!   or a handler replying) retry, yielding for [`SPIN`] and then sleeping
 //!   with a backoff from 20 µs to 1 ms: the ring frees when the other
@@ -177,12 +186,18 @@
 //!
 //! Safe code never holds a `&[u8]` the peer can still write: a peer that
 //! rewrites bytes under a live `&[u8]` is undefined behaviour in Rust's
-//! model (the compiler may assume they do not change). So [`Request`] and
-//! [`Response`] hand out bytes through copying accessors built on
-//! [`ArenaMem::copy_from`](crate::shm::ArenaMem::copy_from) (`to_vec`,
-//! `read_into`, `len`). The zero-copy `as_bytes_unchecked` is `unsafe`,
-//! sound only against a trusted, well-behaved peer that leaves the bytes
-//! alone until they are handed back.
+//! model (the compiler may assume they do not change). Two rules follow.
+//! Bytes in the peer's arena (a [`Request`]'s or a [`Response`]'s body)
+//! the peer can write at any time, so they are handed out through copying
+//! accessors built on [`PeerMem::copy_from`](crate::shm::PeerMem::copy_from)
+//! (`to_vec`, `read_into`, `read_at`); the zero-copy `as_bytes_unchecked`
+//! is `unsafe`, sound only against a trusted, well-behaved peer that
+//! leaves the bytes alone until they are handed back. Bytes in this
+//! side's own arena the peer cannot write at all: the kernel refuses it
+//! every way to (see [`OwnArena`](crate::shm::OwnArena)), and each side
+//! refuses a peer arena not sealed that way. So a body being built in
+//! one's own arena is a `&mut [u8]` in safe code; the peer may read it
+//! meanwhile, which changes nothing for us.
 //!
 //! [`Region`]: crate::shm::Region
 //! [`CredentialPolicy`]: crate::shm::CredentialPolicy
@@ -196,7 +211,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::ring::{Consumer, RingError};
-use crate::shm::{Alloc, ArenaMem, CredentialPolicy, Desc};
+use crate::shm::{Alloc, CredentialPolicy, Desc, PeerMem};
 
 /// The copying accessors of a received body ([`Request`], [`Response`]):
 /// `len`, `is_empty`, `to_vec`, `read_into`, `read_at`, and the unsafe
@@ -278,8 +293,11 @@ pub const SPIN: Duration = Duration::from_micros(50);
 /// The longest a reader sleeps before re-checking its connection.
 pub const IDLE_TIMEOUT: Duration = Duration::from_millis(100);
 
-/// The handshake payload that rides with the memfd.
-const PROTOCOL: &[u8] = b"green-ipc/3";
+/// The handshake payload that rides with the memfds (the server's region
+/// and arena, then the client's arena). Public for tests that play a
+/// misbehaving peer.
+#[doc(hidden)]
+pub const PROTOCOL: &[u8] = b"green-ipc/4";
 
 /// The first four bytes a client sends on a new connection.
 const HELLO_MAGIC: [u8; 4] = *b"gIPC";
@@ -557,18 +575,14 @@ impl Out {
 #[derive(Clone)]
 enum Body {
     Inline([u8; INLINE_MAX], u8),
-    Shared {
-        mem: ArenaMem,
-        offset: u64,
-        len: u64,
-    },
+    Shared { mem: PeerMem, offset: u64, len: u64 },
 }
 
 impl Body {
     /// The body of a `CALL` or `REPLY` descriptor from the peer, checked:
     /// an inline length of 1 to [`INLINE_MAX`], or a range inside the
     /// peer's arena `mem` (in `u64` arithmetic); no other flags.
-    fn from_desc(mem: &ArenaMem, d: &Desc) -> Result<Body, String> {
+    fn from_desc(mem: &PeerMem, d: &Desc) -> Result<Body, String> {
         if d.flags & INLINE != 0 {
             let n = d.flags & !INLINE;
             if n == 0 || n as usize > INLINE_MAX {
@@ -590,7 +604,7 @@ impl Body {
     }
 
     /// The body of a descriptor [`from_desc`](Self::from_desc) accepted.
-    fn decode(mem: &ArenaMem, d: &Desc) -> Body {
+    fn decode(mem: &PeerMem, d: &Desc) -> Body {
         if d.flags & INLINE != 0 {
             let mut b = [0u8; INLINE_MAX];
             b[..8].copy_from_slice(&d.offset.to_ne_bytes());
@@ -939,9 +953,10 @@ fn connect_socket(path: &std::path::Path) -> io::Result<crate::os::unix::net::Un
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shm::ArenaMem;
 
-    fn arena() -> ArenaMem {
-        ArenaMem::heap(4096)
+    fn arena() -> PeerMem {
+        ArenaMem::heap(4096).read_only()
     }
 
     #[test]

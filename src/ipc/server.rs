@@ -18,7 +18,8 @@ use super::{
 use crate::os::unix::net::{UnixListener, UnixStream};
 use crate::ring::{Producer, PushError};
 use crate::shm::{
-    peer_credentials, send_fd, Alloc, ArenaMem, Desc, Endpoint, Region, RegionLayout,
+    peer_credentials, recv_fd, send_fds, Alloc, ArenaMem, Desc, Endpoint, OwnArena, PeerArena,
+    PeerMem, Region, RegionLayout, ARENA_NAMES,
 };
 
 /// Listens on a Unix socket and serves IPC connections.
@@ -72,7 +73,7 @@ struct Conn {
     state: Mutex<State>,
     handler: Arc<Handler>,
     mem: ArenaMem,
-    peer_mem: ArenaMem,
+    peer_mem: PeerMem,
     dead: AtomicBool,
     sock: UnixStream,
     wake_reader: Box<dyn Fn() + Send + Sync>,
@@ -488,14 +489,34 @@ fn serve_connection(
         config.server_arena,
     );
     let region = Region::create(&layout)?;
-    send_fd(&std_sock, region.fd(), PROTOCOL)?;
+    let h = *region.header();
+    let own = OwnArena::create(h.server_arena_len)?;
+    send_fds(&std_sock, &[region.fd(), own.fd()], PROTOCOL)?;
+    // The client answers with its own arena, made and sealed on its side.
+    // A client that hangs up instead is gone, not an error.
+    let (fd, payload) = match handshake_wait(
+        &std_sock,
+        config.handshake_timeout,
+        "ipc client sent no arena",
+        || recv_fd(&std_sock),
+    ) {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+        r => r?,
+    };
+    if payload != PROTOCOL {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "ipc client sent its arena with an unknown protocol",
+        ));
+    }
+    let peer = PeerArena::attach(fd, ARENA_NAMES[0], h.client_arena_len)?;
     let Endpoint {
         tx,
         rx,
         arena,
         peer_arena,
         ..
-    } = region.into_server()?;
+    } = region.into_server(own, peer)?;
     let sock: UnixStream = std_sock.into();
     let watch_sock = sock.try_clone()?;
     let waker = rx.sleep_waker();
@@ -730,6 +751,76 @@ impl ResponseWriter {
         }
     }
 
+    /// Appends `len` bytes to the body and returns them, to be written in
+    /// place. After [`reserve`](Self::reserve) they lie in the server
+    /// arena's block for this body, and no copy follows; otherwise where
+    /// [`write`](io::Write::write) would have put them.
+    ///
+    /// A plain `&mut [u8]` is sound here: the server arena is a memfd
+    /// sealed so that only this process's mapping can write it (the
+    /// client maps it read-only, see [`OwnArena`]), and the block is this
+    /// body's alone until the reply is sent. The bytes hold what was there
+    /// before (zeros, or an earlier body of this connection): write all
+    /// of them.
+    ///
+    /// ```no_run
+    /// # fn main() -> std::io::Result<()> {
+    /// green::ipc::Server::bind("/tmp/fill.sock")?.serve(|req, resp| {
+    ///     let n = req.len();
+    ///     resp.reserve(n);
+    ///     let out = resp.write_in_place(n);
+    ///     req.read_into(out); // the request, copied straight into the reply
+    ///     out.reverse();
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
+    pub fn write_in_place(&mut self, len: usize) -> &mut [u8] {
+        let want = self.len().saturating_add(len);
+        let fits = match &self.body {
+            Buf::Small(..) => want <= INLINE_MAX,
+            Buf::Arena { cap, .. } => want as u64 <= *cap,
+            Buf::Vec(_) => true,
+        };
+        if !fits {
+            self.grow(want, &[]);
+        }
+        // Staged bytes go in first: they precede the new ones. (Copies
+        // into our own block are in bounds: they cannot fail.)
+        let _ = self.flush_stage();
+        match &mut self.body {
+            Buf::Small(b, n) => {
+                let at = usize::from(*n);
+                *n += len as u8;
+                &mut b[at..at + len]
+            }
+            Buf::Vec(v) => {
+                let at = v.len();
+                v.resize(at + len, 0);
+                &mut v[at..]
+            }
+            Buf::Arena {
+                offset, len: done, ..
+            } => {
+                let at = *offset + *done;
+                *done += len as u64;
+                match &self.conn {
+                    // SAFETY: `at .. at + len` lies in this body's block
+                    // (`done + len <= cap`), which is ours alone until the
+                    // reply is pushed (that consumes this writer), and the
+                    // slice borrows `self` mutably, so no other access to
+                    // those bytes exists in this process; the client
+                    // cannot write them: the arena is an OwnArena, sealed
+                    // against every writer but our own mapping.
+                    Some(conn) => unsafe { conn.mem.slice_mut(at, len as u64) }
+                        .expect("a body's block lies in the arena"),
+                    // Arena bodies exist only with a connection.
+                    None => &mut [],
+                }
+            }
+        }
+    }
+
     /// Moves the body to a place with room for `want` bytes and appends
     /// `tail`: an arena block if there is room, else a `Vec`.
     fn grow(&mut self, want: usize, tail: &[u8]) {
@@ -829,6 +920,24 @@ impl Drop for ResponseWriter {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn write_in_place_appends_after_what_was_written() {
+        let mut w = ResponseWriter::default();
+        w.write_all(b"ab").unwrap();
+        w.write_in_place(3).copy_from_slice(b"cde");
+        assert!(matches!(w.body, Buf::Small(_, 5)));
+        // Past what a descriptor carries (no arena here: memory).
+        w.write_in_place(20).fill(b'x');
+        w.write_all(b"!").unwrap();
+        assert_eq!(w.len(), 26);
+        match &w.body {
+            Buf::Vec(v) => assert_eq!(v, &[&b"abcde"[..], &[b'x'; 20], b"!"].concat()),
+            other => panic!("26 bytes with no arena went to {other:?}"),
+        }
+        assert!(w.write_in_place(0).is_empty());
+        assert_eq!(w.len(), 26);
+    }
 
     #[test]
     fn response_writer_keeps_short_bodies_inline_and_spills_longer_ones() {

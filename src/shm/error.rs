@@ -114,6 +114,25 @@ pub enum RegionError {
         /// Its start offset.
         second_offset: u64,
     },
+    /// A peer's arena memfd is not sealed against writes: its creator
+    /// must hold the only writable mapping (`F_SEAL_FUTURE_WRITE`, or
+    /// `F_SEAL_WRITE`), else the bytes we read could be changed by anyone
+    /// holding the fd, this process's safe in-place writes included.
+    ArenaWritable {
+        /// The arena (`client_arena` or `server_arena`).
+        arena: &'static str,
+        /// The seals found (`F_GET_SEALS`).
+        found: u32,
+    },
+    /// A peer's arena memfd is not the size the region's header gives.
+    ArenaSizeMismatch {
+        /// The arena (`client_arena` or `server_arena`).
+        arena: &'static str,
+        /// The size in the header.
+        header: u64,
+        /// The file's size.
+        actual: u64,
+    },
     /// A ring area failed the ring layer's own validation.
     Ring {
         /// The area's field name in the header.
@@ -127,11 +146,11 @@ impl fmt::Display for RegionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RegionError::NotSealable => f.write_str(
-                "shm region fd does not support seals: not a memfd made with MFD_ALLOW_SEALING",
+                "shm fd does not support seals: not a memfd made with MFD_ALLOW_SEALING",
             ),
             RegionError::Unsealed { found, missing } => write!(
                 f,
-                "shm region is not sealed: seals {found:#x} lack {missing:#x} \
+                "shm memfd is not sealed: seals {found:#x} lack {missing:#x} \
                  (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL are required, else the \
                  file could shrink under the mapping)"
             ),
@@ -194,6 +213,19 @@ impl fmt::Display for RegionError {
                 f,
                 "shm region areas overlap: {first} ends at {first_end:#x}, \
                  after {second} starts at {second_offset:#x}"
+            ),
+            RegionError::ArenaWritable { arena, found } => write!(
+                f,
+                "shm {arena} memfd is not write-sealed (seals {found:#x}): \
+                 F_SEAL_FUTURE_WRITE is required, so that only its owner writes it"
+            ),
+            RegionError::ArenaSizeMismatch {
+                arena,
+                header,
+                actual,
+            } => write!(
+                f,
+                "shm {arena} memfd has {actual} bytes, but the region header gives {header}"
             ),
             RegionError::Ring { area, error } => {
                 write!(f, "shm region {area}: {error}")

@@ -1,6 +1,6 @@
-//! Connection set-up over a Unix stream socket: passing the region's memfd
-//! with `SCM_RIGHTS`, and checking who is on the other end with
-//! `SO_PEERCRED`. These run once per connection, on blocking sockets.
+//! Connection set-up over a Unix stream socket: passing memfds (the
+//! region's, the arenas') with `SCM_RIGHTS`, and checking who is on the
+//! other end with `SO_PEERCRED`. These run once per connection.
 
 use std::io::{self, IoSlice, IoSliceMut, Read};
 use std::mem::MaybeUninit;
@@ -13,18 +13,39 @@ use rustix::net::{
     SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
 };
 
-/// Largest payload [`send_fd`] sends and [`recv_fd`] accepts, in bytes.
+/// Largest payload [`send_fds`] sends and [`recv_fds`] accepts, in bytes.
 pub const MAX_PAYLOAD: usize = 4096;
 
-/// Sends `fd` and `payload` (at most [`MAX_PAYLOAD`] bytes, may be empty)
-/// as one frame: a native-endian `u32` length, then the payload; the fd
-/// rides on the frame's first byte. The receiver calls [`recv_fd`].
+/// Most fds one [`send_fds`] frame carries.
+pub const MAX_FDS: usize = 4;
+
+/// Sends `fd` and `payload` as one frame: [`send_fds`] with one fd. The
+/// receiver calls [`recv_fd`].
 ///
 /// # Errors
 ///
-/// [`io::ErrorKind::InvalidInput`] for a payload over [`MAX_PAYLOAD`];
-/// the socket's errors (`EPIPE` if the peer is gone...).
+/// As [`send_fds`].
 pub fn send_fd(sock: &UnixStream, fd: BorrowedFd<'_>, payload: &[u8]) -> io::Result<()> {
+    send_fds(sock, &[fd], payload)
+}
+
+/// Sends `fds` (1 to [`MAX_FDS`]) and `payload` (at most [`MAX_PAYLOAD`]
+/// bytes, may be empty) as one frame: a native-endian `u32` length, then
+/// the payload; the fds ride on the frame's first byte. The receiver
+/// calls [`recv_fds`] with the same count.
+///
+/// # Errors
+///
+/// [`io::ErrorKind::InvalidInput`] for a payload over [`MAX_PAYLOAD`] or
+/// an fd count outside `1..=MAX_FDS`; the socket's errors (`EPIPE` if the
+/// peer is gone...).
+pub fn send_fds(sock: &UnixStream, fds: &[BorrowedFd<'_>], payload: &[u8]) -> io::Result<()> {
+    if fds.is_empty() || fds.len() > MAX_FDS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a frame carries 1 to {MAX_FDS} fds, not {}", fds.len()),
+        ));
+    }
     if payload.len() > MAX_PAYLOAD {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -35,10 +56,9 @@ pub fn send_fd(sock: &UnixStream, fd: BorrowedFd<'_>, payload: &[u8]) -> io::Res
         ));
     }
     let len = (payload.len() as u32).to_ne_bytes();
-    let fds = [fd];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = SendAncillaryBuffer::new(&mut space);
-    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+    if !control.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(io::Error::other("SCM_RIGHTS does not fit its cmsg buffer"));
     }
     let total = len.len() + payload.len();
@@ -68,20 +88,35 @@ pub fn send_fd(sock: &UnixStream, fd: BorrowedFd<'_>, payload: &[u8]) -> io::Res
     Ok(())
 }
 
-/// Receives one frame sent by [`send_fd`]: the fd (close-on-exec) and the
-/// payload. Reads exactly the frame, nothing after it.
+/// Receives one frame sent by [`send_fd`]: [`recv_fds`] for one fd.
+///
+/// # Errors
+///
+/// As [`recv_fds`].
+pub fn recv_fd(sock: &UnixStream) -> io::Result<(OwnedFd, Vec<u8>)> {
+    let (mut fds, payload) = recv_fds(sock, 1)?;
+    match fds.pop() {
+        Some(fd) => Ok((fd, payload)),
+        None => Err(invalid("handshake frame carries no fd")),
+    }
+}
+
+/// Receives one frame sent by [`send_fds`]: exactly `count` fds
+/// (close-on-exec, in the order sent) and the payload. Reads exactly the
+/// frame, nothing after it.
 ///
 /// # Errors
 ///
 /// [`io::ErrorKind::UnexpectedEof`] if the peer closed first;
-/// [`io::ErrorKind::InvalidData`] if the frame carries no fd, more than
-/// one (all are closed), or a length over [`MAX_PAYLOAD`]; the socket's
+/// [`io::ErrorKind::InvalidData`] if the frame carries another number of
+/// fds (all are closed) or a length over [`MAX_PAYLOAD`]; the socket's
 /// errors.
-pub fn recv_fd(sock: &UnixStream) -> io::Result<(OwnedFd, Vec<u8>)> {
+pub fn recv_fds(sock: &UnixStream, count: usize) -> io::Result<(Vec<OwnedFd>, Vec<u8>)> {
     let mut len = [0u8; 4];
-    // Room for a few fds, so a peer sending extras is detected and they
-    // are closed, rather than silently dropped by the kernel.
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+    // Room for more fds than a frame carries, so a peer sending extras is
+    // detected and they are closed, rather than silently dropped by the
+    // kernel.
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS + 4))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let msg = loop {
         let mut iov = [IoSliceMut::new(&mut len)];
@@ -108,16 +143,16 @@ pub fn recv_fd(sock: &UnixStream) -> io::Result<(OwnedFd, Vec<u8>)> {
             "the peer sent more fds than a region handshake carries",
         ));
     }
-    let fd = match (fds.pop(), fds.is_empty()) {
-        (Some(fd), true) => fd,
-        (None, _) => return Err(invalid("handshake frame carries no fd")),
-        (Some(_), false) => {
-            return Err(invalid(format!(
-                "handshake frame carries {} fds, expected 1",
-                fds.len() + 1
-            )))
-        }
-    };
+    if fds.len() != count {
+        return Err(invalid(if fds.is_empty() {
+            "handshake frame carries no fd".to_owned()
+        } else {
+            format!(
+                "handshake frame carries {} fds, expected {count}",
+                fds.len()
+            )
+        }));
+    }
     // The rest of the length word, then the payload: plain reads.
     (&*sock).read_exact(&mut len[msg.bytes..])?;
     let n = u32::from_ne_bytes(len) as usize;
@@ -128,7 +163,7 @@ pub fn recv_fd(sock: &UnixStream) -> io::Result<(OwnedFd, Vec<u8>)> {
     }
     let mut payload = vec![0u8; n];
     (&*sock).read_exact(&mut payload)?;
-    Ok((fd, payload))
+    Ok((fds, payload))
 }
 
 fn invalid(msg: impl Into<String>) -> io::Error {

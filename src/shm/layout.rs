@@ -18,7 +18,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"grnShm\0\0");
 
 /// Version of the format described by [`RegionHeader`]. Attaching refuses
 /// any other value.
-pub const VERSION: u64 = 1;
+pub const VERSION: u64 = 2;
 
 /// Number of `u64` words in a [`RegionHeader`].
 pub const HEADER_WORDS: usize = mem::size_of::<RegionHeader>() / 8;
@@ -27,21 +27,18 @@ pub const HEADER_WORDS: usize = mem::size_of::<RegionHeader>() / 8;
 /// zero).
 pub const HEADER_BYTES: usize = mem::size_of::<RegionHeader>();
 
-/// The names of the four areas, in header order; errors name areas by
+/// The names of the two ring areas, in header order; errors name areas by
 /// these.
-pub const AREA_NAMES: [&str; 4] = [
-    "request_ring",
-    "response_ring",
-    "client_arena",
-    "server_arena",
-];
+pub const AREA_NAMES: [&str; 2] = ["request_ring", "response_ring"];
+
+/// The names of the two arenas (each its own memfd, see
+/// [`OwnArena`](super::OwnArena)); errors name them by these.
+pub const ARENA_NAMES: [&str; 2] = ["client_arena", "server_arena"];
 
 /// `<area>.offset` and `<area>.len` for each area, for error messages.
-const AREA_FIELDS: [(&str, &str); 4] = [
+const AREA_FIELDS: [(&str, &str); 2] = [
     ("request_ring.offset", "request_ring.len"),
     ("response_ring.offset", "response_ring.len"),
-    ("client_arena.offset", "client_arena.len"),
-    ("server_arena.offset", "server_arena.len"),
 ];
 
 /// A byte range of the region: `offset .. offset + len`, relative to the
@@ -77,37 +74,31 @@ pub struct RegionHeader {
     pub request_ring: Area,
     /// The ring of responses: server produces, client consumes.
     pub response_ring: Area,
-    /// The client's arena: request bodies, allocated and written by the
-    /// client.
-    pub client_arena: Area,
-    /// The server's arena: response bodies, allocated and written by the
-    /// server.
-    pub server_arena: Area,
+    /// Size of the client's arena (request bodies), a memfd of its own
+    /// that the client creates, writes and seals; a nonzero multiple of
+    /// the page size.
+    pub client_arena_len: u64,
+    /// Size of the server's arena (response bodies), a memfd of its own
+    /// that the server creates, writes and seals; a nonzero multiple of
+    /// the page size.
+    pub server_arena_len: u64,
 }
 
-const _: () = assert!(HEADER_BYTES == HEADER_WORDS * 8 && HEADER_WORDS == 11);
+const _: () = assert!(HEADER_BYTES == HEADER_WORDS * 8 && HEADER_WORDS == 9);
 
 impl RegionHeader {
     /// The header as `u64` words, in field order.
     pub fn to_words(&self) -> [u64; HEADER_WORDS] {
-        let a = [
-            self.request_ring,
-            self.response_ring,
-            self.client_arena,
-            self.server_arena,
-        ];
         [
             self.magic,
             self.version,
             self.size,
-            a[0].offset,
-            a[0].len,
-            a[1].offset,
-            a[1].len,
-            a[2].offset,
-            a[2].len,
-            a[3].offset,
-            a[3].len,
+            self.request_ring.offset,
+            self.request_ring.len,
+            self.response_ring.offset,
+            self.response_ring.len,
+            self.client_arena_len,
+            self.server_arena_len,
         ]
     }
 
@@ -123,8 +114,8 @@ impl RegionHeader {
             size: w[2],
             request_ring: area(0),
             response_ring: area(1),
-            client_arena: area(2),
-            server_arena: area(3),
+            client_arena_len: w[7],
+            server_arena_len: w[8],
         }
     }
 
@@ -138,13 +129,19 @@ impl RegionHeader {
         out
     }
 
-    /// The four areas with their names, in header order.
-    pub fn areas(&self) -> [(&'static str, Area); 4] {
+    /// The two ring areas with their names, in header order.
+    pub fn areas(&self) -> [(&'static str, Area); 2] {
         [
             (AREA_NAMES[0], self.request_ring),
             (AREA_NAMES[1], self.response_ring),
-            (AREA_NAMES[2], self.client_arena),
-            (AREA_NAMES[3], self.server_arena),
+        ]
+    }
+
+    /// The two arena sizes with their names, client first.
+    pub fn arenas(&self) -> [(&'static str, u64); 2] {
+        [
+            (ARENA_NAMES[0], self.client_arena_len),
+            (ARENA_NAMES[1], self.server_arena_len),
         ]
     }
 
@@ -154,11 +151,14 @@ impl RegionHeader {
     ///
     /// In order: magic, version, `size == actual_size`, the header page
     /// fits, the size is page-aligned and fits the address space; then for
-    /// each area: nonzero length, page-aligned offset and length, `offset
-    /// + len` without `u64` overflow,
-    /// and the area inside `page_size ..= size`; last, no two areas
-    /// overlap. All arithmetic is checked `u64`. The ring areas' contents
-    /// are checked later, by [`RawRing::attach`](crate::ring::RawRing::attach).
+    /// each ring area: nonzero length, page-aligned offset and length,
+    /// `offset + len` without `u64` overflow, and the area inside
+    /// `page_size ..= size`; then that the two do not overlap; last, each
+    /// arena size is nonzero, page-aligned and fits the address space.
+    /// All arithmetic is checked `u64`. The ring areas' contents are
+    /// checked later, by
+    /// [`RawRing::attach`](crate::ring::RawRing::attach), and the arena
+    /// files by [`PeerArena::attach`](super::PeerArena::attach).
     ///
     /// # Errors
     ///
@@ -197,7 +197,7 @@ impl RegionHeader {
                 what: "region size",
             });
         }
-        let mut ranges = [("", 0u64, 0u64); 4];
+        let mut ranges = [("", 0u64, 0u64); 2];
         for ((slot, (area, a)), (offset_field, len_field)) in
             ranges.iter_mut().zip(self.areas()).zip(AREA_FIELDS)
         {
@@ -229,26 +229,46 @@ impl RegionHeader {
             }
             *slot = (area, a.offset, end);
         }
-        // Sorted by start, each area must end at or before the next starts.
+        // Sorted by start, the first must end at or before the second
+        // starts.
         ranges.sort_unstable_by_key(|&(_, start, _)| start);
-        for pair in ranges.windows(2) {
-            let ((first, _, first_end), (second, second_offset, _)) = (pair[0], pair[1]);
-            if first_end > second_offset {
-                return Err(RegionError::Overlap {
-                    first,
-                    first_end,
-                    second,
-                    second_offset,
+        let ((first, _, first_end), (second, second_offset, _)) = (ranges[0], ranges[1]);
+        if first_end > second_offset {
+            return Err(RegionError::Overlap {
+                first,
+                first_end,
+                second,
+                second_offset,
+            });
+        }
+        for ((area, len), field) in self
+            .arenas()
+            .into_iter()
+            .zip(["client_arena_len", "server_arena_len"])
+        {
+            if len == 0 {
+                return Err(RegionError::EmptyArea { area });
+            }
+            if len % page_size != 0 {
+                return Err(RegionError::Misaligned {
+                    field,
+                    value: len,
+                    page_size,
                 });
+            }
+            // A mapping is at most isize::MAX bytes.
+            if isize::try_from(len).is_err() {
+                return Err(RegionError::TooLarge { what: field });
             }
         }
         Ok(())
     }
 }
 
-/// What a creator asks for: ring capacities and arena sizes. Areas are
-/// laid out in header order, each starting on a page boundary and rounded
-/// up to whole pages.
+/// What a creator asks for: ring capacities and arena sizes. The ring
+/// areas are laid out in header order, each starting on a page boundary
+/// and rounded up to whole pages; arena sizes are rounded up to whole
+/// pages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RegionLayout {
     request_capacity: u32,
@@ -321,30 +341,31 @@ impl RegionLayout {
         let lens = [
             ring_bytes(AREA_NAMES[0], self.request_capacity)?,
             ring_bytes(AREA_NAMES[1], self.response_capacity)?,
-            self.client_arena.max(1),
-            self.server_arena.max(1),
         ];
-        let too_large = RegionError::TooLarge {
-            what: "region layout",
-        };
-        let mut areas = [Area::default(); 4];
+        let too_large = |what| RegionError::TooLarge { what };
+        let mut areas = [Area::default(); 2];
         let mut next = page_size;
         for (area, len) in areas.iter_mut().zip(lens) {
-            let len = round_up(len, page_size).ok_or(too_large.clone())?;
+            let len = round_up(len, page_size).ok_or(too_large("region layout"))?;
             *area = Area { offset: next, len };
-            next = next.checked_add(len).ok_or(too_large.clone())?;
+            next = next.checked_add(len).ok_or(too_large("region layout"))?;
         }
         if usize::try_from(next).is_err() {
-            return Err(too_large);
+            return Err(too_large("region layout"));
         }
+        let arena = |len: u64, what| {
+            round_up(len.max(1), page_size)
+                .filter(|&l| isize::try_from(l).is_ok())
+                .ok_or(too_large(what))
+        };
         Ok(RegionHeader {
             magic: MAGIC,
             version: VERSION,
             size: next,
             request_ring: areas[0],
             response_ring: areas[1],
-            client_arena: areas[2],
-            server_arena: areas[3],
+            client_arena_len: arena(self.client_arena, "client_arena_len")?,
+            server_arena_len: arena(self.server_arena, "server_arena_len")?,
         })
     }
 }

@@ -1,5 +1,6 @@
-//! [`ArenaMem`]: bounds-checked access to the bytes of one arena area,
-//! which a peer process may write at any time.
+//! [`ArenaMem`] and [`PeerMem`]: bounds-checked access to the bytes of
+//! an arena, this side's own (read-write) or the peer's (read-only), which
+//! the peer may read, or write if it is the peer's, at any time.
 
 use std::alloc::{self, Layout};
 use std::fmt;
@@ -12,8 +13,9 @@ use std::sync::Arc;
 /// Alignment of an arena's base address (and of every allocation in it).
 pub const ARENA_ALIGN: usize = 64;
 
-/// The bytes of one arena: the owner's (to write bodies) or the peer's (to
-/// read the bodies it hands over).
+/// The bytes of this side's own arena (to write outgoing bodies; the
+/// peer's arena is a [`PeerMem`]). Also usable over any memory a peer may
+/// write (a heap arena in tests, a writable shared mapping).
 ///
 /// # Who may touch which bytes
 ///
@@ -412,6 +414,106 @@ impl ArenaMem {
         // SAFETY: in bounds and valid for writes (constructor's contract);
         // exclusive while the slice lives (caller's contract).
         Ok(unsafe { slice::from_raw_parts_mut(self.base.as_ptr().add(range.start), range.len()) })
+    }
+}
+
+/// The bytes of the peer's arena, read-only: bodies the peer hands over
+/// are read here (see [`ArenaMem`] for how, and why there is no safe
+/// `&[u8]`). Over shared memory the mapping behind it is read-only
+/// (`PROT_READ` on a memfd its owner sealed against other writers, see
+/// [`PeerArena`](super::PeerArena)), so this type has no way to write.
+#[derive(Clone)]
+pub struct PeerMem {
+    /// Invariant: only `mem`'s reading methods are called (its memory may
+    /// be mapped read-only).
+    mem: ArenaMem,
+}
+
+impl fmt::Debug for PeerMem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerMem")
+            .field("base", &self.mem.base)
+            .field("len", &self.mem.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerMem {
+    /// The `len` bytes at `base`, kept alive by `owner`, to read only.
+    ///
+    /// # Panics
+    ///
+    /// If `base` is not aligned to [`ARENA_ALIGN`].
+    ///
+    /// # Safety
+    ///
+    /// `base` is valid for reads of `len` bytes rounded up to a multiple
+    /// of 8 for as long as `owner` lives (writes are never made through
+    /// this handle).
+    pub unsafe fn from_raw(base: NonNull<u8>, len: usize, owner: Arc<dyn Send + Sync>) -> Self {
+        // SAFETY: `ArenaMem::from_raw` asks for read and write validity;
+        // a PeerMem only ever reads through its ArenaMem (the field's
+        // invariant), for which the caller's read validity suffices.
+        let mem = unsafe { ArenaMem::from_raw(base, len, owner) };
+        PeerMem { mem }
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.mem.len()
+    }
+
+    /// Whether the arena has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.mem.is_empty()
+    }
+
+    /// As [`ArenaMem::check`].
+    ///
+    /// # Errors
+    ///
+    /// [`OutOfBounds`] if the range is not within the arena.
+    pub fn check(&self, offset: u64, len: u64) -> Result<std::ops::Range<usize>, OutOfBounds> {
+        self.mem.check(offset, len)
+    }
+
+    /// As [`ArenaMem::prefetch`].
+    pub fn prefetch(&self, offset: u64, len: u64) {
+        self.mem.prefetch(offset, len)
+    }
+
+    /// As [`ArenaMem::copy_from`]: copies bytes of the arena at `offset`
+    /// into `dst`.
+    ///
+    /// # Errors
+    ///
+    /// [`OutOfBounds`] if `offset .. offset + dst.len()` is not within the
+    /// arena; `dst` is untouched then.
+    pub fn copy_from(&self, offset: u64, dst: &mut [u8]) -> Result<(), OutOfBounds> {
+        self.mem.copy_from(offset, dst)
+    }
+
+    /// As [`ArenaMem::slice`]: the bytes, borrowed, for zero-copy reading.
+    ///
+    /// # Errors
+    ///
+    /// [`OutOfBounds`] if the range is not within the arena.
+    ///
+    /// # Safety
+    ///
+    /// As [`ArenaMem::slice`]: nobody (the peer above all) writes those
+    /// bytes while the slice lives.
+    pub unsafe fn slice(&self, offset: u64, len: u64) -> Result<&[u8], OutOfBounds> {
+        // SAFETY: the caller's contract is ArenaMem::slice's.
+        unsafe { self.mem.slice(offset, len) }
+    }
+}
+
+impl ArenaMem {
+    /// A read-only handle on the same bytes (in-process use and tests:
+    /// the peer's view of a heap arena).
+    pub fn read_only(&self) -> PeerMem {
+        PeerMem { mem: self.clone() }
     }
 }
 

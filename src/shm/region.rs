@@ -1,5 +1,7 @@
-//! [`Region`]: a sealed memfd holding a header, two rings and two arenas,
-//! mapped into this process; and [`Endpoint`], one side's share of it.
+//! [`Region`]: a sealed memfd holding a header and two rings, mapped into
+//! this process; [`OwnArena`] and [`PeerArena`], a side's arena memfd as
+//! its owner and as the peer map it; and [`Endpoint`], one side's share
+//! of all three.
 
 use std::fmt;
 use std::io;
@@ -19,13 +21,17 @@ use super::arena::Arena;
 use super::desc::Desc;
 use super::error::RegionError;
 use super::layout::{Area, RegionHeader, RegionLayout, AREA_NAMES, HEADER_WORDS};
-use super::mem::ArenaMem;
+use super::mem::{ArenaMem, PeerMem};
 
 /// Seals a region must carry: its size can never change, and the seals
 /// themselves cannot either.
 const REQUIRED_SEALS: SealFlags = SealFlags::SHRINK
     .union(SealFlags::GROW)
     .union(SealFlags::SEAL);
+
+/// Seals an arena memfd carries: as a region's, plus no writable mapping
+/// or `write` but the ones its owner made before sealing.
+const ARENA_SEALS: SealFlags = REQUIRED_SEALS.union(SealFlags::FUTURE_WRITE);
 
 /// The page size of this machine, in bytes (a power of two).
 pub fn page_size() -> u64 {
@@ -152,11 +158,7 @@ impl Region {
     /// kind [`io::ErrorKind::InvalidData`]; OS errors from `fstat` or
     /// `mmap`. Never panics on what the region holds.
     pub fn attach(fd: OwnedFd) -> io::Result<Region> {
-        let seals = match fcntl_get_seals(&fd) {
-            Ok(s) => s,
-            Err(Errno::INVAL) => return Err(RegionError::NotSealable.into()),
-            Err(e) => return Err(e.into()),
-        };
+        let seals = get_seals(&fd)?;
         if !seals.contains(REQUIRED_SEALS) {
             return Err(RegionError::Unsealed {
                 found: seals.bits(),
@@ -230,73 +232,256 @@ impl Region {
     }
 
     /// The client side: request producer, response consumer, the client
-    /// arena's allocator, the server arena's bytes. Closes this Region's
-    /// fd (the mapping stays).
+    /// arena `own` (this process made it, see [`OwnArena::create`]) and
+    /// the server's arena `peer` (received, see [`PeerArena::attach`]).
+    /// Closes this Region's fd (the mapping stays).
     ///
     /// # Errors
     ///
+    /// [`RegionError::ArenaSizeMismatch`] (as [`io::ErrorKind::InvalidData`])
+    /// if either arena is not the size the header gives;
     /// [`io::ErrorKind::AlreadyExists`] if another [`Region`] of the same
     /// memfd in this process already took the client side and its handles
     /// are alive.
-    pub fn into_client(self) -> io::Result<Endpoint> {
-        self.into_endpoint(Role::Client)
+    pub fn into_client(self, own: OwnArena, peer: PeerArena) -> io::Result<Endpoint> {
+        self.into_endpoint(Role::Client, own, peer)
     }
 
     /// The server side: request consumer, response producer, the server
-    /// arena's allocator, the client arena's bytes. Closes this Region's
-    /// fd (the mapping stays).
+    /// arena `own` and the client's arena `peer`. Closes this Region's fd
+    /// (the mapping stays).
     ///
     /// # Errors
     ///
     /// As [`into_client`](Self::into_client), for the server side.
-    pub fn into_server(self) -> io::Result<Endpoint> {
-        self.into_endpoint(Role::Server)
+    pub fn into_server(self, own: OwnArena, peer: PeerArena) -> io::Result<Endpoint> {
+        self.into_endpoint(Role::Server, own, peer)
     }
 
-    fn into_endpoint(self, role: Role) -> io::Result<Endpoint> {
+    fn into_endpoint(self, role: Role, own: OwnArena, peer: PeerArena) -> io::Result<Endpoint> {
+        let [(client, client_len), (server, server_len)] = self.header.arenas();
+        let (own_want, peer_want) = match role {
+            Role::Client => ((client, client_len), (server, server_len)),
+            Role::Server => ((server, server_len), (client, client_len)),
+        };
+        for ((arena, header), actual) in [
+            (own_want, own.mem.len() as u64),
+            (peer_want, peer.mem.len() as u64),
+        ] {
+            if header != actual {
+                return Err(RegionError::ArenaSizeMismatch {
+                    arena,
+                    header,
+                    actual,
+                }
+                .into());
+            }
+        }
         let claim = Claim::take(self.key, role)?;
         let owner: Arc<dyn Send + Sync> = Arc::new(Owner {
             _claim: claim,
             _map: self.map.clone(),
         });
-        let arena_mem = |area: Area| {
-            // SAFETY: validated (or computed) area within the mapping,
-            // page-aligned with a page-multiple length (so whole words);
-            // `owner` keeps the mapping alive; in this process the area is
-            // reached only through ArenaMem handles.
-            unsafe {
-                ArenaMem::from_raw(
-                    area_nonnull(&self.map, area),
-                    area.len as usize,
-                    owner.clone(),
-                )
-            }
-        };
-        let client = arena_mem(self.header.client_arena);
-        let server = arena_mem(self.header.server_arena);
         let request = self.request.keep_alive(owner.clone());
         let response = self.response.keep_alive(owner);
-        Ok(match role {
-            Role::Client => Endpoint {
-                role,
-                tx: request.into_producer(),
-                rx: response.into_consumer(),
-                arena: Arena::new(client),
-                peer_arena: server,
-            },
-            Role::Server => Endpoint {
-                role,
-                tx: response.into_producer(),
-                rx: request.into_consumer(),
-                arena: Arena::new(server),
-                peer_arena: client,
-            },
+        let (tx, rx) = match role {
+            Role::Client => (request.into_producer(), response.into_consumer()),
+            Role::Server => (response.into_producer(), request.into_consumer()),
+        };
+        Ok(Endpoint {
+            role,
+            tx,
+            rx,
+            arena: own.into_arena(),
+            peer_arena: peer.mem,
         })
     }
 }
 
-/// One side's share of a region. The fields are independent so the IPC
-/// layer can put each where it is used.
+/// This side's arena as its owner maps it: a memfd of its own, mapped
+/// read-write and shared, then sealed with `F_SEAL_SHRINK | F_SEAL_GROW |
+/// F_SEAL_FUTURE_WRITE | F_SEAL_SEAL`. Send [`fd`](Self::fd) to the peer,
+/// who maps it read-only ([`PeerArena::attach`]).
+///
+/// `F_SEAL_FUTURE_WRITE` keeps the mapping made before it writable and
+/// refuses every later way to write the file: a writable shared `mmap`
+/// (`EPERM`), `mprotect` of a read-only mapping to writable (`EACCES`),
+/// `write`/`pwrite`/`fallocate` hole punching (`EPERM`), `MADV_REMOVE`
+/// (`EACCES`), for every holder of the fd, reopened ones included. So the
+/// owner's mapping is the only way to change the bytes: no other process
+/// can write this arena (short of `ptrace`, which can write any memory of
+/// ours), and an owner that hands out a block as `&mut [u8]` knows that
+/// nobody else changes it. The peer can still read every byte at any time.
+pub struct OwnArena {
+    fd: OwnedFd,
+    mem: ArenaMem,
+}
+
+impl fmt::Debug for OwnArena {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnArena")
+            .field("fd", &self.fd)
+            .field("len", &self.mem.len())
+            .finish()
+    }
+}
+
+impl OwnArena {
+    /// Creates an arena memfd of `len` bytes (a nonzero multiple of the
+    /// page size that fits `usize`: [`RegionHeader::validate`] checked
+    /// the header's), maps it and seals it.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] for a length that is zero, not
+    /// page-aligned or too large; OS errors from `memfd_create`,
+    /// `ftruncate`, `mmap` or `fcntl`.
+    pub fn create(len: u64) -> io::Result<OwnArena> {
+        let bytes = usize::try_from(len)
+            .ok()
+            .filter(|&l| l > 0 && len % page_size() == 0)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("arena of {len} bytes: not a nonzero multiple of the page size"),
+                )
+            })?;
+        let fd = memfd_create(
+            "green-shm-arena",
+            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+        )?;
+        ftruncate(&fd, len)?;
+        // Mapped writable before F_SEAL_FUTURE_WRITE: this mapping is then
+        // the only writable one there will ever be.
+        let map = Arc::new(map_shared(&fd, bytes)?);
+        fcntl_add_seals(&fd, ARENA_SEALS)?;
+        let base = NonNull::new(map.as_mut_ptr())
+            .unwrap_or_else(|| unreachable!("mappings are not at null"));
+        // SAFETY: the mapping is page-aligned, `bytes` long (a multiple of
+        // the page size, so whole words), readable and writable, and lives
+        // as long as the Arc handed over; in this process it is reached
+        // only through ArenaMem handles (nobody else has its address).
+        let mem = unsafe { ArenaMem::from_raw(base, bytes, map) };
+        Ok(OwnArena { fd, mem })
+    }
+
+    /// The memfd, to send to the peer.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> u64 {
+        self.mem.len() as u64
+    }
+
+    /// Whether the arena has no bytes (never true for a created one).
+    pub fn is_empty(&self) -> bool {
+        self.mem.is_empty()
+    }
+
+    /// The arena's allocator over its bytes, without a region (the IPC
+    /// layer takes it through [`Region::into_client`] and
+    /// [`Region::into_server`]). Closes the fd; the mapping stays.
+    pub fn into_arena(self) -> Arena {
+        Arena::new(self.mem)
+    }
+}
+
+/// The peer's arena as this side maps it: read-only.
+pub struct PeerArena {
+    mem: PeerMem,
+}
+
+impl fmt::Debug for PeerArena {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerArena")
+            .field("len", &self.mem.len())
+            .finish()
+    }
+}
+
+impl PeerArena {
+    /// Maps an arena memfd received from a peer (who may be hostile),
+    /// read-only, after checking it: it carries the seals
+    /// [`OwnArena::create`] puts on (`F_SEAL_SHRINK | F_SEAL_GROW |
+    /// F_SEAL_SEAL`, and `F_SEAL_FUTURE_WRITE` or `F_SEAL_WRITE`), and its
+    /// size is `len` (the header's size for `arena`, a name for errors).
+    ///
+    /// # Errors
+    ///
+    /// A [`RegionError`] ([`NotSealable`](RegionError::NotSealable),
+    /// [`Unsealed`](RegionError::Unsealed),
+    /// [`ArenaWritable`](RegionError::ArenaWritable),
+    /// [`ArenaSizeMismatch`](RegionError::ArenaSizeMismatch)) as an
+    /// [`io::Error`] of kind [`io::ErrorKind::InvalidData`]; OS errors
+    /// from `fstat` or `mmap`.
+    pub fn attach(fd: OwnedFd, arena: &'static str, len: u64) -> io::Result<PeerArena> {
+        let seals = get_seals(&fd)?;
+        if !seals.contains(REQUIRED_SEALS) {
+            return Err(RegionError::Unsealed {
+                found: seals.bits(),
+                missing: (REQUIRED_SEALS - seals).bits(),
+            }
+            .into());
+        }
+        if !seals.intersects(SealFlags::FUTURE_WRITE | SealFlags::WRITE) {
+            return Err(RegionError::ArenaWritable {
+                arena,
+                found: seals.bits(),
+            }
+            .into());
+        }
+        let actual = u64::try_from(fstat(&fd)?.st_size).unwrap_or(0);
+        let bytes = usize::try_from(len)
+            .ok()
+            .filter(|&l| actual == len && l > 0 && len % page_size() == 0)
+            .ok_or(RegionError::ArenaSizeMismatch {
+                arena,
+                header: len,
+                actual,
+            })?;
+        let map = Arc::new(
+            MmapOptions::new()
+                .len(bytes)
+                .map_raw_read_only(fd.as_raw_fd())?,
+        );
+        let base = NonNull::new(map.as_mut_ptr())
+            .unwrap_or_else(|| unreachable!("mappings are not at null"));
+        // SAFETY: the mapping is page-aligned, `bytes` long (a multiple of
+        // the page size), readable, and lives as long as the Arc handed
+        // over; the file cannot shrink under it (F_SEAL_SHRINK, checked).
+        let mem = unsafe { PeerMem::from_raw(base, bytes, map) };
+        Ok(PeerArena { mem })
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> u64 {
+        self.mem.len() as u64
+    }
+
+    /// Whether the arena has no bytes (never true for an attached one).
+    pub fn is_empty(&self) -> bool {
+        self.mem.is_empty()
+    }
+
+    /// The read-only bytes.
+    pub fn mem(&self) -> &PeerMem {
+        &self.mem
+    }
+}
+
+/// The seals of `fd`; [`RegionError::NotSealable`] if it takes none.
+fn get_seals(fd: &OwnedFd) -> io::Result<SealFlags> {
+    match fcntl_get_seals(fd) {
+        Ok(s) => Ok(s),
+        Err(Errno::INVAL) => Err(RegionError::NotSealable.into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One side's share of a region and the two arenas. The fields are
+/// independent so the IPC layer can put each where it is used.
 pub struct Endpoint {
     /// Which side this is.
     pub role: Role,
@@ -305,10 +490,12 @@ pub struct Endpoint {
     /// Incoming descriptors: responses (client) or requests (server).
     pub rx: Consumer<Desc>,
     /// This side's own arena: allocate and write outgoing bodies here.
+    /// Nobody else can write it (see [`OwnArena`]).
     pub arena: Arena,
-    /// The peer's arena: read incoming bodies here, at the offsets of the
-    /// peer's descriptors (bounds-checked by [`ArenaMem`]).
-    pub peer_arena: ArenaMem,
+    /// The peer's arena, mapped read-only: read incoming bodies here, at
+    /// the offsets of the peer's descriptors (bounds-checked by
+    /// [`PeerMem`]).
+    pub peer_arena: PeerMem,
 }
 
 impl fmt::Debug for Endpoint {
@@ -321,8 +508,8 @@ impl fmt::Debug for Endpoint {
     }
 }
 
-/// Keeps the mapping (and this process's claim on one side) alive for as
-/// long as any handle of an [`Endpoint`] exists.
+/// Keeps the region's mapping (and this process's claim on one side)
+/// alive for as long as any ring handle of an [`Endpoint`] exists.
 struct Owner {
     _claim: Claim,
     _map: Arc<MmapRaw>,
@@ -394,8 +581,4 @@ fn area_ptr(map: &MmapRaw, area: Area) -> *mut u8 {
     // wrapping_add: computing the address needs no unsafe; it is in bounds
     // because the area was validated against the mapping's size.
     map.as_mut_ptr().wrapping_add(area.offset as usize)
-}
-
-fn area_nonnull(map: &MmapRaw, area: Area) -> NonNull<u8> {
-    NonNull::new(area_ptr(map, area)).unwrap_or_else(|| unreachable!("mappings are not at null"))
 }
