@@ -24,20 +24,20 @@
 //!   (`Builder::pin_carriers`): the server serves each lane on the CPU of
 //!   the client carrier that calls over it.
 //! - **green_in_place**: as green, with the safe API's in-place calls:
-//!   the request is written into the arena with
-//!   `RequestBuilder::write_at` from a 4 KiB buffer, the response read
-//!   back with `Response::read_at` through the same buffer and checked
-//!   piece by piece (the data crosses shared memory once each way, as
-//!   with shmipc).
-//! - **green_zero_copy**: as green, but the request is filled in place in
-//!   the arena (`request_builder` + `as_mut_bytes_unchecked`) and the
-//!   response checked in place (`Response::as_bytes_unchecked`): the
-//!   `unsafe` accessors for a trusted peer, as shmipc works.
+//!   the request is filled in place in the client arena
+//!   (`request_builder` + `RequestBuilder::as_mut_bytes`, safe: the
+//!   client arena is sealed against every writer but the client), the
+//!   response read back with `Response::read_at` through a 1 KiB buffer
+//!   and checked piece by piece (the server could still write it, so the
+//!   safe API copies).
+//! - **green_zero_copy**: as green_in_place, but the response is checked
+//!   in place (`Response::as_bytes_unchecked`): the `unsafe` accessor for
+//!   a trusted peer, as shmipc works.
 //! - The green server (`Server::serve`, 1024-entry rings, 1.25 GiB arenas:
 //!   room for 200 calls of 4 MiB in flight each way) checks the request in
-//!   place (`Request::as_bytes_unchecked`) and writes the response through
-//!   the `ResponseWriter` after `reserve(len)`, which puts it straight
-//!   into the server arena.
+//!   place (`Request::as_bytes_unchecked`) and writes the response in
+//!   place in the server arena (`ResponseWriter::reserve` +
+//!   `write_in_place`).
 //! - **tokio_uds**, **tokio_uring_uds**, **monoio_uds**, **std_uds**: one
 //!   Unix stream per caller (200 connections). A connection opens with a
 //!   `u32` buf_size, then carries fixed-size frames (header + body) with no
@@ -344,25 +344,29 @@ fn green_client(
             .drain(..)
             .map(|mut c| {
                 let client = client.clone();
-                if sys == System::GreenInPlace {
+                if sys == System::GreenInPlace || sys == System::GreenZeroCopy {
                     rt.spawn(move || {
-                        let mut chunk = [0u8; 4096];
+                        // 1 KiB: 200 callers' buffers stay a small part
+                        // of the caches the bodies pass through.
+                        let mut chunk = [0u8; 1024];
                         for i in 0..n {
                             let t = record.then(Instant::now);
                             let hdr = ((c.id as i32) << 20) ^ i as i32;
-                            // Written in place, through the safe API, from
-                            // a small buffer.
+                            // Filled in place, safely: only we can write
+                            // our arena.
                             let mut b = client.request_builder(4 + size).expect("builder");
-                            b.write_at(0, &hdr.to_le_bytes()).expect("write_at");
-                            chunk.fill(body_byte(hdr));
-                            let mut pos = 0;
-                            while pos < size {
-                                let k = (size - pos).min(chunk.len());
-                                b.write_at(4 + pos, &chunk[..k]).expect("write_at");
-                                pos += k;
-                            }
+                            fill(b.as_mut_bytes(), hdr);
                             let r = b.call().expect("call");
-                            // Checked in pieces through the same buffer.
+                            if sys == System::GreenZeroCopy {
+                                // SAFETY: the bench's server leaves a
+                                // response body alone until the Response
+                                // is dropped.
+                                verify(unsafe { r.as_bytes_unchecked() }, hdr);
+                                drop(r);
+                                c.record(t);
+                                continue;
+                            }
+                            // Checked in pieces through a small buffer.
                             assert_eq!(r.len(), 4 + size, "response length");
                             let mut h = [0u8; 4];
                             r.read_at(0, &mut h);
@@ -375,24 +379,6 @@ fn green_client(
                                 assert_eq!(bad, 0, "response body corrupt");
                                 pos += k;
                             }
-                            drop(r);
-                            c.record(t);
-                        }
-                        c
-                    })
-                } else if sys == System::GreenZeroCopy {
-                    rt.spawn(move || {
-                        for i in 0..n {
-                            let t = record.then(Instant::now);
-                            let hdr = ((c.id as i32) << 20) ^ i as i32;
-                            let mut b = client.request_builder(4 + size).expect("builder");
-                            // SAFETY: the bench's server never writes the
-                            // client arena.
-                            fill(unsafe { b.as_mut_bytes_unchecked() }, hdr);
-                            let r = b.call().expect("call");
-                            // SAFETY: the bench's server leaves a response
-                            // body alone until the Response is dropped.
-                            verify(unsafe { r.as_bytes_unchecked() }, hdr);
                             drop(r);
                             c.record(t);
                         }
@@ -812,20 +798,11 @@ fn serve(spec: &str) -> io::Result<()> {
                     // until its response arrives, after this handler returns.
                     let msg = unsafe { req.as_bytes_unchecked() };
                     let hdr = check(msg).unwrap_or_else(|e| die(&e));
-                    // The response is written through `io::Write` in chunks
-                    // (the writer's buffer is copied into the arena after).
-                    let (hdr, len) = (!hdr, msg.len());
-                    // Only the bytes sent are filled (a 4 B call fills 4).
-                    let mut chunk = [0u8; 4096];
-                    chunk[..(len - 4).min(4096)].fill(body_byte(hdr));
+                    // Written in place in the server arena: one block,
+                    // no copy.
+                    let len = msg.len();
                     resp.reserve(len);
-                    resp.write_all(&hdr.to_le_bytes())?;
-                    let mut left = len - 4;
-                    while left > 0 {
-                        let k = left.min(chunk.len());
-                        resp.write_all(&chunk[..k])?;
-                        left -= k;
-                    }
+                    fill(resp.write_in_place(len), !hdr);
                     Ok(())
                 })
             })
