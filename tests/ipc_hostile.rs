@@ -445,6 +445,12 @@ fn credential_policy_refuses_peers() {
         // And a client refuses a region above its size limit.
         let e = Client::connect_with(&path2, ClientConfig::default().max_region(4096)).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+        // The limit covers both arenas too (4 MiB each by default), not
+        // just the region (rings: well under 1 MiB).
+        let e =
+            Client::connect_with(&path2, ClientConfig::default().max_region(1 << 20)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+        assert!(e.to_string().contains("a region and arenas"), "{e}");
         // Defaults work.
         let c = Client::connect(&path2).unwrap();
         assert_eq!(c.call(b"ok").unwrap().to_vec(), b"ok");

@@ -467,7 +467,7 @@ pub struct ClientConfig {
 }
 
 impl Default for ClientConfig {
-    /// Same-uid servers only, regions up to 1 GiB, wait up to 30 s for
+    /// Same-uid servers only, up to 1 GiB mapped per lane, wait up to 30 s for
     /// request space, one lane per carrier.
     fn default() -> Self {
         ClientConfig {
@@ -486,8 +486,10 @@ impl ClientConfig {
         self
     }
 
-    /// The largest region the client agrees to map (default 1 GiB), so a
-    /// hostile server cannot make it map a huge area.
+    /// The most bytes one lane agrees to map (default 1 GiB): the region
+    /// and both arenas together (the client creates its own arena at the
+    /// size the server asks for), so a hostile server cannot make it map
+    /// or create a huge area.
     pub fn max_region(mut self, bytes: u64) -> Self {
         self.max_region = bytes;
         self
