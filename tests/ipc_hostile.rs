@@ -8,7 +8,7 @@
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,22 +25,30 @@ fn sock_path(name: &str) -> PathBuf {
     p
 }
 
-/// An echo server on a std thread; returns its error count.
-fn start_server(path: &Path, config: ServerConfig) -> Arc<AtomicUsize> {
-    let errors = Arc::new(AtomicUsize::new(0));
-    let e = errors.clone();
+/// What a server reported to its `on_error` hook, in order.
+type Reports = Mutex<Vec<String>>;
+
+/// An echo server on a std thread; returns what it reports.
+fn start_server(path: &Path, config: ServerConfig) -> Arc<Reports> {
+    let reports = Arc::new(Reports::default());
+    let r = reports.clone();
     let server = Server::bind_with(
         path,
         config.on_error(move |err| {
             eprintln!("server reported: {err}");
-            e.fetch_add(1, Ordering::SeqCst);
+            r.lock().unwrap().push(err.to_string());
         }),
     )
     .unwrap();
     std::thread::spawn(move || {
         let _ = server.serve(|req, resp| resp.write_all(&req.to_vec()));
     });
-    errors
+    reports
+}
+
+/// How many errors the server reported so far.
+fn reported(reports: &Reports) -> usize {
+    reports.lock().unwrap().len()
 }
 
 /// Waits until the server closes `sock` (EOF or reset).
@@ -55,10 +63,14 @@ fn assert_closed_by_server(mut sock: &std::os::unix::net::UnixStream) {
     }
 }
 
-fn wait_errors(errors: &AtomicUsize, n: usize) {
+fn wait_errors(reports: &Reports, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while errors.load(Ordering::SeqCst) < n {
-        assert!(Instant::now() < deadline, "server reported no error");
+    while reported(reports) < n {
+        assert!(
+            Instant::now() < deadline,
+            "server reported {:?}, expected {n} errors",
+            reports.lock().unwrap()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -228,23 +240,8 @@ fn clients_without_a_good_hello_are_closed_good_client_keeps_working() {
         // Hanging up instead of sending our arena is no error either.
         drop((fds, odd));
         assert_eq!(good.call(b"after").unwrap().to_vec(), b"after");
-        assert_eq!(errors.load(Ordering::SeqCst), 3);
+        assert_eq!(reported(&errors), 3);
     });
-}
-
-/// An echo server on a std thread that keeps the messages it reports.
-fn start_logged_server(path: &Path, config: ServerConfig) -> Arc<Mutex<Vec<String>>> {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let l = log.clone();
-    let server = Server::bind_with(
-        path,
-        config.on_error(move |err| l.lock().unwrap().push(err.to_string())),
-    )
-    .unwrap();
-    std::thread::spawn(move || {
-        let _ = server.serve(|req, resp| resp.write_all(&req.to_vec()));
-    });
-    log
 }
 
 /// A memfd of `len` bytes with `seals`.
@@ -265,7 +262,7 @@ fn clients_with_a_bad_arena_are_closed_good_client_keeps_working() {
         return;
     }
     let path = sock_path("arena");
-    let log = start_logged_server(
+    let log = start_server(
         &path,
         ServerConfig::default().handshake_timeout(Duration::from_millis(300)),
     );
@@ -301,15 +298,7 @@ fn clients_with_a_bad_arena_are_closed_good_client_keeps_working() {
         // No arena at all.
         let (sock, _) = start();
         assert_closed_by_server(&sock);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while log.lock().unwrap().len() < 4 {
-            assert!(
-                Instant::now() < deadline,
-                "server reported {:?}",
-                log.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_errors(&log, 4);
         let log = log.lock().unwrap().clone();
         for needle in [
             "not write-sealed",
@@ -413,7 +402,7 @@ fn client_killed_server_keeps_serving_others() {
             assert_eq!(good.call(&req).unwrap().to_vec(), req);
         }
         // A dying client is not a protocol error.
-        assert_eq!(errors.load(Ordering::SeqCst), 0);
+        assert_eq!(reported(&errors), 0);
     });
 }
 

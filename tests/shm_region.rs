@@ -533,8 +533,8 @@ fn only_the_owner_can_write_its_arena() {
     let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
     let n = len as usize;
     // Every way a holder of the fd (the peer) could write the bytes fails.
-    // SAFETY (each call below): plain syscalls on our own fd and on a
-    // mapping we make and unmap here; no Rust reference to the memory.
+    // SAFETY: mmap with a null hint makes a new mapping or fails; it
+    // touches no memory of ours.
     let shared_rw = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -551,6 +551,7 @@ fn only_the_owner_can_write_its_arena() {
         "a writable shared mapping was allowed"
     );
     assert_eq!(errno(), libc::EPERM);
+    // SAFETY: as above: a new read-only mapping, unmapped at the end.
     let ro = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -562,14 +563,17 @@ fn only_the_owner_can_write_its_arena() {
         )
     };
     assert_ne!(ro, libc::MAP_FAILED, "{}", io::Error::last_os_error());
-    assert_eq!(
-        unsafe { libc::mprotect(ro, n, libc::PROT_READ | libc::PROT_WRITE) },
-        -1
-    );
+    // SAFETY: `ro .. ro + n` is our own mapping, no Rust reference points
+    // into it; the call is expected to fail (if it succeeded, nothing
+    // would write through the mapping).
+    let protected = unsafe { libc::mprotect(ro, n, libc::PROT_READ | libc::PROT_WRITE) };
+    assert_eq!(protected, -1);
     assert_eq!(errno(), libc::EACCES);
+    // SAFETY: as for mprotect: our mapping, no references into it.
     assert_eq!(unsafe { libc::madvise(ro, n, libc::MADV_REMOVE) }, -1);
     assert_eq!(errno(), libc::EACCES);
     let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: fallocate on our own fd touches no memory of ours.
     assert_eq!(unsafe { libc::fallocate(raw, punch, 0, 4096) }, -1);
     assert_eq!(errno(), libc::EPERM);
     let e = File::from(fd.try_clone().unwrap())

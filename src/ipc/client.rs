@@ -809,10 +809,7 @@ impl Client {
                 ),
             )
         };
-        let file_size = |fd: &OwnedFd| -> io::Result<u64> {
-            Ok(u64::try_from(rustix::fs::fstat(fd)?.st_size).unwrap_or(u64::MAX))
-        };
-        let size = file_size(&region_fd)?;
+        let size = u64::try_from(rustix::fs::fstat(&region_fd)?.st_size).unwrap_or(u64::MAX);
         if size > config.max_region {
             return Err(too_big("a region", size));
         }

@@ -158,14 +158,7 @@ impl Region {
     /// kind [`io::ErrorKind::InvalidData`]; OS errors from `fstat` or
     /// `mmap`. Never panics on what the region holds.
     pub fn attach(fd: OwnedFd) -> io::Result<Region> {
-        let seals = get_seals(&fd)?;
-        if !seals.contains(REQUIRED_SEALS) {
-            return Err(RegionError::Unsealed {
-                found: seals.bits(),
-                missing: (REQUIRED_SEALS - seals).bits(),
-            }
-            .into());
-        }
+        let seals = fixed_size_seals(&fd)?;
         if seals.intersects(SealFlags::WRITE | SealFlags::FUTURE_WRITE) {
             return Err(RegionError::WriteSealed {
                 found: seals.bits(),
@@ -355,8 +348,7 @@ impl OwnArena {
         // the only writable one there will ever be.
         let map = Arc::new(map_shared(&fd, bytes)?);
         fcntl_add_seals(&fd, ARENA_SEALS)?;
-        let base = NonNull::new(map.as_mut_ptr())
-            .unwrap_or_else(|| unreachable!("mappings are not at null"));
+        let base = map_base(&map);
         // SAFETY: the mapping is page-aligned, `bytes` long (a multiple of
         // the page size, so whole words), readable and writable, and lives
         // as long as the Arc handed over; in this process it is reached
@@ -417,14 +409,7 @@ impl PeerArena {
     /// [`io::Error`] of kind [`io::ErrorKind::InvalidData`]; OS errors
     /// from `fstat` or `mmap`.
     pub fn attach(fd: OwnedFd, arena: &'static str, len: u64) -> io::Result<PeerArena> {
-        let seals = get_seals(&fd)?;
-        if !seals.contains(REQUIRED_SEALS) {
-            return Err(RegionError::Unsealed {
-                found: seals.bits(),
-                missing: (REQUIRED_SEALS - seals).bits(),
-            }
-            .into());
-        }
+        let seals = fixed_size_seals(&fd)?;
         if !seals.intersects(SealFlags::FUTURE_WRITE | SealFlags::WRITE) {
             return Err(RegionError::ArenaWritable {
                 arena,
@@ -446,8 +431,7 @@ impl PeerArena {
                 .len(bytes)
                 .map_raw_read_only(fd.as_raw_fd())?,
         );
-        let base = NonNull::new(map.as_mut_ptr())
-            .unwrap_or_else(|| unreachable!("mappings are not at null"));
+        let base = map_base(&map);
         // SAFETY: the mapping is page-aligned, `bytes` long (a multiple of
         // the page size), readable, and lives as long as the Arc handed
         // over; the file cannot shrink under it (F_SEAL_SHRINK, checked).
@@ -471,13 +455,23 @@ impl PeerArena {
     }
 }
 
-/// The seals of `fd`; [`RegionError::NotSealable`] if it takes none.
-fn get_seals(fd: &OwnedFd) -> io::Result<SealFlags> {
-    match fcntl_get_seals(fd) {
-        Ok(s) => Ok(s),
-        Err(Errno::INVAL) => Err(RegionError::NotSealable.into()),
-        Err(e) => Err(e.into()),
+/// The seals of `fd`, which must include [`REQUIRED_SEALS`] (its size
+/// can never change): [`RegionError::NotSealable`] if it takes no seals,
+/// [`RegionError::Unsealed`] if one is missing.
+fn fixed_size_seals(fd: &OwnedFd) -> io::Result<SealFlags> {
+    let seals = match fcntl_get_seals(fd) {
+        Ok(s) => s,
+        Err(Errno::INVAL) => return Err(RegionError::NotSealable.into()),
+        Err(e) => return Err(e.into()),
+    };
+    if !seals.contains(REQUIRED_SEALS) {
+        return Err(RegionError::Unsealed {
+            found: seals.bits(),
+            missing: (REQUIRED_SEALS - seals).bits(),
+        }
+        .into());
     }
+    Ok(seals)
 }
 
 /// One side's share of a region and the two arenas. The fields are
@@ -581,4 +575,9 @@ fn area_ptr(map: &MmapRaw, area: Area) -> *mut u8 {
     // wrapping_add: computing the address needs no unsafe; it is in bounds
     // because the area was validated against the mapping's size.
     map.as_mut_ptr().wrapping_add(area.offset as usize)
+}
+
+/// The start of a mapping.
+fn map_base(map: &MmapRaw) -> NonNull<u8> {
+    NonNull::new(map.as_mut_ptr()).unwrap_or_else(|| unreachable!("mappings are not at null"))
 }
