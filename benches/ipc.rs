@@ -51,12 +51,12 @@
 //!   way; tokio multi-thread runtimes.
 //!
 //! Time per call is the wall time of a run divided by the calls of all
-//! callers in it. Only green_pinned's runtimes are pinned. At
-//! each size the systems take turns in 3 rounds, each turn a fresh server process and connection with one
-//! untimed run (three at 1 MiB and up, so that first
-//! touches of freshly mapped memory are not timed; see BENCHMARKS.md) and
-//! one timed run of the same length; a system's figure is the median of
-//! its 3 timed runs. Taking turns keeps the runs compared at a size close
+//! callers in it. Only green_pinned's runtimes are pinned. At each size
+//! the systems take turns in 5 rounds, each turn a fresh server process
+//! and connection with one untimed run (three at 1 MiB and up, so that
+//! first touches of freshly mapped memory are not timed; see
+//! BENCHMARKS.md) and one timed run of the same length; a system's figure
+//! is the median of its 5 timed runs. Taking turns keeps the runs compared at a size close
 //! together in time: this VM's speed drifts between minutes. Each round
 //! begins by measuring the round trip of one cache line between CPU 0 and
 //! CPU 1 (two pinned threads taking turns to write it): the floor under
@@ -108,7 +108,7 @@ const MIN_CALLS_PER_CALLER: usize = 2;
 /// (at 250 it lasted 25 ms, where one 4 ms scheduler tick of the server
 /// process being preempted moved the result by a sixth).
 const MAX_CALLS_PER_CALLER: usize = 1000;
-const TIMED_RUNS: usize = 3;
+const TIMED_RUNS: usize = 5;
 /// Untimed runs before them at 1 MiB and up (one below).
 const WARMUP_RUNS_LARGE: usize = 3;
 /// Single-caller round trips at 4 B, per session.
