@@ -34,7 +34,7 @@ use std::time::Duration;
 use rustix::io_uring::{
     io_uring_enter, io_uring_enter_arg, io_uring_getevents_arg, io_uring_params, io_uring_ptr,
     io_uring_register, io_uring_setup, IoringEnterFlags, IoringFeatureFlags, IoringRegisterOp,
-    IoringSetupFlags, IORING_OFF_CQ_RING, IORING_OFF_SQES, IORING_OFF_SQ_RING,
+    IoringSetupFlags, IoringSqFlags, IORING_OFF_CQ_RING, IORING_OFF_SQES, IORING_OFF_SQ_RING,
 };
 use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
 
@@ -125,8 +125,18 @@ pub(crate) mod op {
     pub const TIMEOUT_ABS: u32 = 1;
 }
 
-/// Which setup flags to ask for, best first.
-const SETUP_CHOICES: [(&str, u32); 3] = [
+/// Which setup flags to ask for, best first. With `TASKRUN_FLAG` the
+/// kernel raises `IORING_SQ_TASKRUN` in the SQ ring's flags while
+/// completions wait for us to enter it ([`Uring::kernel_has_completions`]),
+/// so a turn of the driver with nothing to submit makes no system call
+/// unless there is something to collect.
+const SETUP_CHOICES: [(&str, u32); 4] = [
+    (
+        "SINGLE_ISSUER|DEFER_TASKRUN|TASKRUN_FLAG",
+        IoringSetupFlags::SINGLE_ISSUER.bits()
+            | IoringSetupFlags::DEFER_TASKRUN.bits()
+            | IoringSetupFlags::TASKRUN_FLAG.bits(),
+    ),
     (
         "SINGLE_ISSUER|DEFER_TASKRUN",
         IoringSetupFlags::SINGLE_ISSUER.bits() | IoringSetupFlags::DEFER_TASKRUN.bits(),
@@ -209,6 +219,14 @@ pub(crate) struct Uring {
     _sqe_map: Mapping,
     sq_head: *const AtomicU32,
     sq_tail: *const AtomicU32,
+    /// The SQ ring's `flags` word (`IORING_SQ_*`), written by the kernel.
+    sq_flags: *const AtomicU32,
+    /// Set up with `TASKRUN_FLAG`: `IORING_SQ_TASKRUN` in `sq_flags` tells
+    /// whether completions wait for an enter.
+    taskrun_flag: bool,
+    /// The setup flags the kernel accepted.
+    #[cfg_attr(not(test), allow(dead_code))]
+    setup: IoringSetupFlags,
     sq_mask: u32,
     sq_entries: u32,
     sqes: *mut Sqe,
@@ -316,6 +334,9 @@ impl Uring {
         Ok(Uring {
             sq_head: sq_map.at(p.sq_off.head),
             sq_tail: sq_map.at(p.sq_off.tail),
+            sq_flags: sq_map.at(p.sq_off.flags),
+            taskrun_flag: p.flags.contains(IoringSetupFlags::TASKRUN_FLAG),
+            setup: p.flags,
             sq_mask,
             sq_entries: p.sq_entries,
             sqes: sqe_map.ptr.as_ptr() as *mut Sqe,
@@ -457,6 +478,25 @@ impl Uring {
         }
     }
 
+    /// Whether completions may be waiting inside the kernel for an enter
+    /// to post them (task work under `DEFER_TASKRUN` or `COOP_TASKRUN`, or
+    /// completions that overflowed the CQ ring). Without `TASKRUN_FLAG`
+    /// there is no way to tell, and the answer is always yes.
+    ///
+    /// A flag raised just after this look is seen at the next one, or by
+    /// the enter the carrier sleeps in: completions are never lost, at
+    /// worst collected a driver turn later.
+    pub(crate) fn kernel_has_completions(&self) -> bool {
+        if !self.taskrun_flag {
+            return true;
+        }
+        // SAFETY: sq_flags points into our live mapping.
+        // Relaxed: a hint; the enter that follows a yes synchronises with
+        // the kernel, and the CQEs it posts are read with Acquire in reap.
+        let flags = unsafe { &*self.sq_flags }.load(Ordering::Relaxed);
+        flags & (IoringSqFlags::TASKRUN.bits() | IoringSqFlags::CQ_OVERFLOW.bits()) != 0
+    }
+
     /// Takes every available completion, oldest first.
     pub(crate) fn reap(&mut self, mut f: impl FnMut(Cqe)) -> usize {
         // SAFETY: cq_head/cq_tail point into our live mapping.
@@ -543,6 +583,46 @@ mod tests {
         if let Err(e) = r.set_max_workers(64) {
             eprintln!("skipped: IORING_REGISTER_IOWQ_MAX_WORKERS unsupported: {e}");
         }
+    }
+
+    /// The contract that lets a driver turn skip the system call: while an
+    /// operation is in flight and nothing has completed the flag is down;
+    /// a completion raises it before the CQE can be collected, and the
+    /// enter that posts the CQE lowers it again.
+    #[test]
+    fn taskrun_flag_tells_when_a_completion_waits() {
+        let Some(mut r) = ring() else { return };
+        let deferred = IoringSetupFlags::DEFER_TASKRUN | IoringSetupFlags::TASKRUN_FLAG;
+        if !r.setup.contains(deferred) {
+            eprintln!("skipped: set up without DEFER_TASKRUN|TASKRUN_FLAG");
+            return;
+        }
+        let (rd, mut wr) = std::io::pipe().unwrap();
+        let mut buf = Box::new([0u8; 8]);
+        *r.next_sqe().unwrap() = Sqe {
+            opcode: op::READ,
+            fd: std::os::fd::AsRawFd::as_raw_fd(&rd),
+            addr: buf.as_mut_ptr() as u64,
+            len: 8,
+            off: u64::MAX,
+            user_data: 7,
+            ..Sqe::default()
+        };
+        r.enter(false, None).unwrap();
+        // The pipe is empty: the read stays in flight, nothing to collect.
+        assert_eq!(r.reap(|_| ()), 0);
+        assert!(!r.kernel_has_completions());
+        std::io::Write::write_all(&mut wr, b"x").unwrap();
+        // The write completed the read inside the kernel; its CQE waits
+        // for an enter, and the flag says so.
+        assert!(r.kernel_has_completions());
+        assert_eq!(r.reap(|_| ()), 0);
+        r.enter(false, None).unwrap();
+        let mut seen = Vec::new();
+        r.reap(|c| seen.push((c.user_data, c.res)));
+        assert_eq!(seen, vec![(7, 1)]);
+        assert_eq!(buf[0], b'x');
+        assert!(!r.kernel_has_completions());
     }
 
     #[test]
