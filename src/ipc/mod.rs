@@ -719,16 +719,18 @@ impl Backoff {
     }
 }
 
-/// Paces a spin loop: the clock is read every 16th round (reading it
-/// costs more than a round), and the CPU is given up (`sched_yield`) now
-/// and then, so that a peer thread the kernel placed on the same CPU gets
-/// to run.
+/// Paces a spin loop: the clock is read every 64th round (every 16th
+/// while the CPU is shared, see below; reading it costs more than a round,
+/// 25-30 ns under this VM's clock source, and at every 16th round a
+/// single caller's spins read it twice per call), and the CPU is given up
+/// (`sched_yield`) now and then, so that a peer thread the kernel placed
+/// on the same CPU gets to run.
 ///
 /// How often: a `sched_yield` costs about 0.3-0.5 µs here, and a message
 /// that arrives during one waits for it, so while yields come back at
 /// once (nobody else wants this CPU) only every 256th round yields, just
 /// to notice a newcomer. A yield that took long means another thread ran
-/// meanwhile; then every 16th round yields. Two spinning peers on one CPU
+/// meanwhile; then every 16th round reads the clock and yields. Two spinning peers on one CPU
 /// otherwise take turns only at the end of a time slice, and every call
 /// costs one (100+ µs).
 struct Spin {
@@ -753,7 +755,8 @@ impl Spin {
     /// The caller does its own green `yield_now` between rounds.
     fn round(&mut self, window: Duration) -> bool {
         self.rounds = self.rounds.wrapping_add(1);
-        if self.rounds % 16 != 0 {
+        let every = if self.shared { 16 } else { 64 };
+        if self.rounds % every != 0 {
             return true;
         }
         let now = Instant::now();
