@@ -357,6 +357,8 @@ fn child_client() {
         return;
     };
     let client = Arc::new(Client::connect(path).unwrap());
+    // The memfds this connection maps, which the server maps too.
+    let inodes: Vec<String> = memfd_inodes().into_iter().map(|i| i.to_string()).collect();
     let hs: Vec<_> = (0..8)
         .map(|_| {
             let c = client.clone();
@@ -365,7 +367,7 @@ fn child_client() {
             })
         })
         .collect();
-    println!("ready");
+    println!("ready {}", inodes.join(" "));
     for h in hs {
         let _ = h.join();
     }
@@ -394,6 +396,25 @@ fn client_killed_server_keeps_serving_others() {
             assert!(n > 0, "child exited early");
             seen.extend_from_slice(&buf[..n]);
         }
+        // The shared memory of the child's connection, as the server (this
+        // process) maps it.
+        let line = String::from_utf8_lossy(&seen).into_owned();
+        let theirs: Vec<u64> = line
+            .split_once("ready")
+            .unwrap()
+            .1
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .map(|i| i.parse().unwrap())
+            .collect();
+        assert!(!theirs.is_empty(), "child mapped no memfd: {line:?}");
+        let mapped = || {
+            let ours = memfd_inodes();
+            theirs.iter().filter(|i| ours.contains(i)).count()
+        };
+        assert!(mapped() > 0, "the server maps none of the child's memfds");
         std::thread::sleep(Duration::from_millis(200));
         child.kill().unwrap();
         child.wait().unwrap();
@@ -401,9 +422,27 @@ fn client_killed_server_keeps_serving_others() {
             let req = i.to_le_bytes();
             assert_eq!(good.call(&req).unwrap().to_vec(), req);
         }
+        // The server lets go of the dead client's region and arenas
+        // (the watchdog bounds the wait).
+        while mapped() > 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         // A dying client is not a protocol error.
         assert_eq!(reported(&errors), 0);
     });
+}
+
+/// Inode numbers of the memfds this process maps (from /proc/self/maps).
+fn memfd_inodes() -> Vec<u64> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let mut inodes: Vec<u64> = maps
+        .lines()
+        .filter(|l| l.contains("/memfd:green-shm"))
+        .filter_map(|l| l.split_whitespace().nth(4)?.parse().ok())
+        .collect();
+    inodes.sort_unstable();
+    inodes.dedup();
+    inodes
 }
 
 #[test]
