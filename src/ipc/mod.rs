@@ -160,10 +160,11 @@
 //!   caller's turn came round (one spinner per carrier: +20-30% calls/s
 //!   at 64 B to 4 KiB with 200 callers). Callers check their own slot
 //!   without the lock; async calls follow the same rule.
-//! - **Spinning threads give up the CPU now and then**: every 16 checks
-//!   a spinner calls `sched_yield`. Two spinning peers that the kernel
-//!   placed on one CPU otherwise take turns only at the end of a time
-//!   slice, and every call then costs one (100+ µs).
+//! - **Spinning threads give up the CPU now and then**: a spinner calls
+//!   `sched_yield` every 256 checks, and every 16 once a yield has shown
+//!   that another thread wants its CPU. Two spinning peers that the
+//!   kernel placed on one CPU otherwise take turns only at the end of a
+//!   time slice, and every call then costs one (100+ µs).
 //! - **Idle**: a reader spins for [`SPIN`] with `yield_now` between
 //!   checks (other green threads on its carrier keep running), then sets
 //!   the ring's `need_wakeup` flag, re-checks and waits with an io_uring
@@ -730,9 +731,9 @@ impl Backoff {
 /// that arrives during one waits for it, so while yields come back at
 /// once (nobody else wants this CPU) only every 256th round yields, just
 /// to notice a newcomer. A yield that took long means another thread ran
-/// meanwhile; then every 16th round reads the clock and yields. Two spinning peers on one CPU
-/// otherwise take turns only at the end of a time slice, and every call
-/// costs one (100+ µs).
+/// meanwhile; then every 16th round reads the clock and yields. Two
+/// spinning peers on one CPU otherwise take turns only at the end of a
+/// time slice, and every call costs one (100+ µs).
 struct Spin {
     rounds: u32,
     start: Option<Instant>,
