@@ -293,8 +293,8 @@ impl Driver {
         self.flush();
         // With nothing to submit, enter only to collect completions the
         // kernel holds for us: an operation that stays in flight (a socket
-        // read waiting for a peer that says nothing) used to cost one
-        // system call per turn, about one per IPC call when a carrier
+        // read waiting for a peer that says nothing) would otherwise cost
+        // a system call per turn, about one per IPC call when a carrier
         // spins on a shared-memory ring.
         if self.ring.unsubmitted() > 0 || (self.in_flight > 0 && self.ring.kernel_has_completions())
         {

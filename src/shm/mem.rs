@@ -553,7 +553,7 @@ impl Drop for HeapBlock {
 
 /// The most bytes one [`ArenaMem::prefetch`] asks for: enough for small
 /// bodies; a large body is streamed by the copy itself.
-pub const PREFETCH_MAX: u64 = 8192;
+pub const PREFETCH_MAX: u64 = 512;
 
 /// Copies from this many bytes up go through [`string_copy`] (with fast
 /// short string moves it is as fast as the word loop from 32 bytes up);

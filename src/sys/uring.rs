@@ -221,11 +221,9 @@ pub(crate) struct Uring {
     sq_tail: *const AtomicU32,
     /// The SQ ring's `flags` word (`IORING_SQ_*`), written by the kernel.
     sq_flags: *const AtomicU32,
-    /// Set up with `TASKRUN_FLAG`: `IORING_SQ_TASKRUN` in `sq_flags` tells
-    /// whether completions wait for an enter.
-    taskrun_flag: bool,
-    /// The setup flags the kernel accepted.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// The setup flags the kernel accepted. With `TASKRUN_FLAG`,
+    /// `IORING_SQ_TASKRUN` in `sq_flags` tells whether completions wait
+    /// for an enter.
     setup: IoringSetupFlags,
     sq_mask: u32,
     sq_entries: u32,
@@ -335,7 +333,6 @@ impl Uring {
             sq_head: sq_map.at(p.sq_off.head),
             sq_tail: sq_map.at(p.sq_off.tail),
             sq_flags: sq_map.at(p.sq_off.flags),
-            taskrun_flag: p.flags.contains(IoringSetupFlags::TASKRUN_FLAG),
             setup: p.flags,
             sq_mask,
             sq_entries: p.sq_entries,
@@ -487,7 +484,7 @@ impl Uring {
     /// the enter the carrier sleeps in: completions are never lost, at
     /// worst collected a driver turn later.
     pub(crate) fn kernel_has_completions(&self) -> bool {
-        if !self.taskrun_flag {
+        if !self.setup.contains(IoringSetupFlags::TASKRUN_FLAG) {
             return true;
         }
         // SAFETY: sq_flags points into our live mapping.
