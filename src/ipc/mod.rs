@@ -574,18 +574,28 @@ impl Out {
 
 /// Bytes of a received body: inline (a private copy) or in an arena the
 /// peer can write, reached only through copies (see the [module
-/// docs](self#trust)).
+/// docs](self#trust)). `M` holds the peer's arena: a [`PeerMem`] of its
+/// own for a response, which may outlive its connection's handles; a
+/// `&PeerMem` borrowed from the connection for a request, lent to its
+/// handler for the call (no reference count touched per call).
 #[derive(Clone)]
-enum Body {
+enum Body<M = PeerMem> {
     Inline([u8; INLINE_MAX], u8),
-    Shared { mem: PeerMem, offset: u64, len: u64 },
+    Shared { mem: M, offset: u64, len: u64 },
 }
 
 impl Body {
-    /// The body of a `CALL` or `REPLY` descriptor from the peer, checked:
+    /// The body of a `CALL` or `REPLY` descriptor from the peer, checked
+    /// (see [`check`](Self::check)).
+    fn from_desc(mem: &PeerMem, d: &Desc) -> Result<Body, String> {
+        Body::check(mem, d)?;
+        Ok(Body::decode(mem, d))
+    }
+
+    /// Checks the body of a `CALL` or `REPLY` descriptor from the peer:
     /// an inline length of 1 to [`INLINE_MAX`], or a range inside the
     /// peer's arena `mem` (in `u64` arithmetic); no other flags.
-    fn from_desc(mem: &PeerMem, d: &Desc) -> Result<Body, String> {
+    fn check(mem: &PeerMem, d: &Desc) -> Result<(), String> {
         if d.flags & INLINE != 0 {
             let n = d.flags & !INLINE;
             if n == 0 || n as usize > INLINE_MAX {
@@ -603,11 +613,28 @@ impl Body {
             mem.check(d.offset, d.len)
                 .map_err(|e| format!("descriptor id {:#x} opcode {}: {e}", d.id, d.opcode))?;
         }
-        Ok(Body::decode(mem, d))
+        Ok(())
     }
 
-    /// The body of a descriptor [`from_desc`](Self::from_desc) accepted.
+    /// The body of a descriptor [`check`](Self::check) accepted, with a
+    /// handle of its own on `mem`.
     fn decode(mem: &PeerMem, d: &Desc) -> Body {
+        Body::decode_with(|| mem.clone(), d)
+    }
+}
+
+impl<'a> Body<&'a PeerMem> {
+    /// The body of a descriptor [`check`](Body::check) accepted, borrowing
+    /// `mem`.
+    fn lent(mem: &'a PeerMem, d: &Desc) -> Self {
+        Body::decode_with(|| mem, d)
+    }
+}
+
+impl<M: std::borrow::Borrow<PeerMem>> Body<M> {
+    /// The body of a descriptor [`check`](Body::check) accepted; `mem`
+    /// gives the arena's handle if the body is there.
+    fn decode_with(mem: impl FnOnce() -> M, d: &Desc) -> Self {
         if d.flags & INLINE != 0 {
             let mut b = [0u8; INLINE_MAX];
             b[..8].copy_from_slice(&d.offset.to_ne_bytes());
@@ -616,7 +643,7 @@ impl Body {
             return Body::Inline(b, (d.flags & !INLINE).min(INLINE_MAX as u32) as u8);
         }
         Body::Shared {
-            mem: mem.clone(),
+            mem: mem(),
             offset: d.offset,
             len: d.len,
         }
@@ -659,7 +686,8 @@ impl Body {
             Body::Shared { mem, offset, .. } => {
                 // Bounds were checked when the descriptor arrived, and
                 // pos + n <= len.
-                mem.copy_from(offset + pos as u64, &mut dst[..n])
+                mem.borrow()
+                    .copy_from(offset + pos as u64, &mut dst[..n])
                     .expect("body bounds checked on arrival");
             }
         }
@@ -675,7 +703,8 @@ impl Body {
             Body::Shared { len: 0, .. } => &[],
             Body::Shared { mem, offset, len } => {
                 // SAFETY: the caller's contract; bounds checked on arrival.
-                unsafe { mem.slice(*offset, *len) }.expect("body bounds checked on arrival")
+                unsafe { mem.borrow().slice(*offset, *len) }
+                    .expect("body bounds checked on arrival")
             }
         }
     }

@@ -29,7 +29,7 @@ pub struct Server {
     config: ServerConfig,
 }
 
-type Handler = dyn Fn(&Request, &mut ResponseWriter) -> io::Result<()> + Send + Sync;
+type Handler = dyn Fn(&Request<'_>, &mut ResponseWriter<'_>) -> io::Result<()> + Send + Sync;
 
 struct State {
     tx: Producer<Desc>,
@@ -38,7 +38,7 @@ struct State {
     /// is a protocol error.
     in_flight: HashSet<u64>,
     /// Calls waiting for a handler thread.
-    queue: VecDeque<(u64, Body)>,
+    queue: VecDeque<Desc>,
     /// Handler green threads running.
     handlers: usize,
     /// Of those, the ones spawned that have not yet taken a call.
@@ -122,16 +122,16 @@ impl Conn {
             for d in descs {
                 match d.opcode {
                     CALL => {
-                        let body = Body::from_desc(&self.peer_mem, d)?;
-                        if let Body::Shared { offset, len, .. } = body {
+                        Body::check(&self.peer_mem, d)?;
+                        if d.flags & super::INLINE == 0 {
                             // Its handler reads it soon: start fetching
                             // the batch's bodies together.
-                            self.peer_mem.prefetch(offset, len);
+                            self.peer_mem.prefetch(d.offset, d.len);
                         }
                         if !st.in_flight.insert(d.id) {
                             return Err(format!("duplicate call id {:#x} in flight", d.id));
                         }
-                        st.queue.push_back((d.id, body));
+                        st.queue.push_back(*d);
                         spawn |= st.want_handler(self.max_handlers);
                     }
                     RELEASE => {
@@ -237,22 +237,27 @@ impl Conn {
             };
             match next {
                 None => backoff.snooze(),
-                Some(((id, body), spawn)) => {
+                Some((call, spawn)) => {
                     if spawn {
                         self.spawn_handler();
                     }
-                    reply = Some(self.run(id, body));
+                    reply = Some(self.run(&call));
                 }
             }
         }
     }
 
-    /// Runs the handler for one call; returns its reply.
-    fn run(self: &Arc<Self>, id: u64, body: Body) -> Reply {
-        let req = Request { body };
+    /// Runs the handler for call `d` (checked on arrival); returns its
+    /// reply. The request and the writer borrow the connection: the
+    /// handler only gets them by reference, for the call.
+    fn run(&self, d: &Desc) -> Reply {
+        let id = d.id;
+        let req = Request {
+            body: Body::lent(&self.peer_mem, d),
+        };
         let mut w = ResponseWriter {
             body: Buf::default(),
-            conn: Some(self.clone()),
+            conn: Some(self),
         };
         // A panicking handler fails its call (the panic is reported by
         // the panic hook as usual); the connection goes on.
@@ -260,7 +265,6 @@ impl Conn {
             (self.handler)(&req, &mut w)
         }))
         .unwrap_or_else(|_| Err(io::Error::other("ipc handler panicked")));
-        drop(req);
         match res.and_then(|()| self.place(w)) {
             Ok((out, set_len)) => Reply {
                 desc: out.desc(id, REPLY),
@@ -397,7 +401,7 @@ impl Server {
     /// The listener's `accept` error that ended the loop.
     pub fn serve<H>(self, handler: H) -> io::Result<()>
     where
-        H: Fn(&Request, &mut ResponseWriter) -> io::Result<()> + Send + Sync + 'static,
+        H: Fn(&Request<'_>, &mut ResponseWriter<'_>) -> io::Result<()> + Send + Sync + 'static,
     {
         let handler: Arc<Handler> = Arc::new(handler);
         loop {
@@ -592,11 +596,11 @@ fn serve_connection(
 /// The bytes are read through copies ([`to_vec`](Self::to_vec),
 /// [`read_into`](Self::read_into)): the client could still write them,
 /// and safe code never holds a `&[u8]` that another process may change.
-pub struct Request {
-    body: Body,
+pub struct Request<'a> {
+    body: Body<&'a PeerMem>,
 }
 
-impl Request {
+impl Request<'_> {
     body_accessors!(
         "Sound only against a trusted, well-behaved client that leaves the \
          bytes alone until the call is answered (a peer writing them while \
@@ -604,7 +608,7 @@ impl Request {
     );
 }
 
-impl std::fmt::Debug for Request {
+impl std::fmt::Debug for Request<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Request").field("len", &self.len()).finish()
     }
@@ -620,12 +624,12 @@ impl std::fmt::Debug for Request {
 /// the handler returns (waiting for room per
 /// [`ArenaFullPolicy`](super::ArenaFullPolicy)).
 #[derive(Default)]
-pub struct ResponseWriter {
+pub struct ResponseWriter<'a> {
     body: Buf,
-    conn: Option<Arc<Conn>>,
+    conn: Option<&'a Conn>,
 }
 
-impl std::fmt::Debug for ResponseWriter {
+impl std::fmt::Debug for ResponseWriter<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseWriter")
             .field("len", &self.len())
@@ -701,7 +705,7 @@ impl Default for Buf {
     }
 }
 
-impl ResponseWriter {
+impl ResponseWriter<'_> {
     /// Bytes written so far.
     pub fn len(&self) -> usize {
         match &self.body {
@@ -878,7 +882,7 @@ impl ResponseWriter {
     }
 }
 
-impl io::Write for ResponseWriter {
+impl io::Write for ResponseWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &mut self.body {
             Buf::Small(b, n) if usize::from(*n) + buf.len() <= INLINE_MAX => {
@@ -907,7 +911,7 @@ impl io::Write for ResponseWriter {
     }
 }
 
-impl Drop for ResponseWriter {
+impl Drop for ResponseWriter<'_> {
     fn drop(&mut self) {
         // A body written in place that is not sent (the handler failed).
         if let (Buf::Arena { offset, .. }, Some(conn)) = (&self.body, &self.conn) {
