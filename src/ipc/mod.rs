@@ -763,20 +763,37 @@ impl Backoff {
 /// meanwhile; then every 16th round reads the clock and yields. Two
 /// spinning peers on one CPU otherwise take turns only at the end of a
 /// time slice, and every call costs one (100+ µs).
+///
+/// The window counts this thread's own spinning only: a yield that ran
+/// another thread does not use it up. With more busy threads than CPUs
+/// (two processes' carriers on two CPUs), one yield could otherwise take
+/// a whole window, and a reader would go to sleep on its futex without
+/// having looked at its ring more than a few times; its peer must then
+/// wake it with a system call, each wake-up slows the calls, and their
+/// rings run empty more often: throughput fell to a third whenever both
+/// processes slid into that state. [`SPIN_WALL_MAX`] bounds the wall
+/// time of one spin all the same.
 struct Spin {
     rounds: u32,
     start: Option<Instant>,
+    /// Time spent in yields that ran another thread.
+    away: Duration,
     shared: bool,
 }
 
 /// A `sched_yield` that took at least this long ran another thread.
 const SHARED_CPU: Duration = Duration::from_micros(2);
 
+/// The longest wall time one spin lasts, however much of it went to
+/// other threads.
+const SPIN_WALL_MAX: Duration = Duration::from_millis(2);
+
 impl Spin {
     fn new() -> Spin {
         Spin {
             rounds: 0,
             start: None,
+            away: Duration::ZERO,
             shared: false,
         }
     }
@@ -790,12 +807,17 @@ impl Spin {
             return true;
         }
         let now = Instant::now();
-        if now.duration_since(*self.start.get_or_insert(now)) >= window {
+        let wall = now.duration_since(*self.start.get_or_insert(now));
+        if wall.saturating_sub(self.away) >= window || wall >= SPIN_WALL_MAX {
             return false;
         }
         if self.shared || self.rounds % 256 == 0 {
             std::thread::yield_now();
-            self.shared = now.elapsed() >= SHARED_CPU;
+            let took = now.elapsed();
+            self.shared = took >= SHARED_CPU;
+            if self.shared {
+                self.away += took;
+            }
         }
         true
     }
