@@ -164,12 +164,19 @@
 //!   `sched_yield` every 256 checks, and every 16 once a yield has shown
 //!   that another thread wants its CPU. Two spinning peers that the
 //!   kernel placed on one CPU otherwise take turns only at the end of a
-//!   time slice, and every call then costs one (100+ µs).
+//!   time slice, and every call then costs one (100+ µs). A spin window
+//!   counts the spinner's own time: a yield that ran another thread does
+//!   not use it up (up to 2 ms of wall time in all). Otherwise, with both
+//!   processes' carriers busy on two CPUs, a single yield could last a
+//!   whole window, readers slept after a glance at their ring and were
+//!   woken by a system call per batch: such runs made 20-35k futex calls
+//!   in 2 s and ran a third as many calls (200 callers, 4 KiB).
 //! - **Idle**: a reader spins for [`SPIN`] with `yield_now` between
 //!   checks (other green threads on its carrier keep running), then sets
 //!   the ring's `need_wakeup` flag, re-checks and waits with an io_uring
 //!   `FUTEX_WAIT` (Linux 6.7+) for at most [`IDLE_TIMEOUT`], so an idle
-//!   connection costs about 0% CPU and no carrier. Without `FUTEX_WAIT`
+//!   connection costs about 0% CPU and no carrier (tests/ipc_idle.rs
+//!   checks both sides over an idle second). Without `FUTEX_WAIT`
 //!   (older kernels, or the blocking I/O backend) the reader instead polls
 //!   with `green::thread::sleep` and an exponential backoff from 20 µs to
 //!   1 ms: still cheap, slower to notice the first request after idling.
