@@ -1114,8 +1114,11 @@ fn fmt_size(size: usize) -> String {
 /// median of the sessions' p50 round trips (group `rtt`) or the median
 /// cache-line round trip of a size's rounds (group `cacheline`, size 0 for
 /// the single-caller rounds); `ns_lo`/`ns_hi` the lowest and highest.
+/// Group `round<k>` keeps round k's run of a system at a size (`ns`), with
+/// the cache-line round trip measured before that round in both `ns_lo`
+/// and `ns_hi`: for ratios of runs made in the same round.
 struct Row {
-    group: &'static str,
+    group: String,
     size: usize,
     system: System,
     callers: usize,
@@ -1137,7 +1140,7 @@ impl Row {
     ) -> Row {
         samples.sort_by(f64::total_cmp);
         Row {
-            group,
+            group: group.to_string(),
             size,
             system,
             callers,
@@ -1278,8 +1281,9 @@ fn main() {
         let calls = callers * n;
         let mut per_call = vec![Vec::new(); systems.len()];
         let mut line = Vec::new();
-        for _ in 0..rounds {
-            if let Some(ns) = measuring.then(cacheline_rtt).flatten() {
+        for round in 1..=rounds {
+            let line_ns = measuring.then(cacheline_rtt).flatten();
+            if let Some(ns) = line_ns {
                 println!(
                     "cacheline/{}  CPU0-CPU1 round trip {}",
                     fmt_size(size),
@@ -1292,7 +1296,18 @@ fn main() {
                 let server = ServerProcess::start(sys, None);
                 let m = run_client(sys, &server.path, size, callers, &runs, false);
                 drop(server);
-                per_call[i].push(m.runs[warm].as_nanos() as f64 / calls as f64);
+                let ns = m.runs[warm].as_nanos() as f64 / calls as f64;
+                per_call[i].push(ns);
+                rows.push(Row {
+                    group: format!("round{round}"),
+                    size,
+                    system: sys,
+                    callers,
+                    calls,
+                    ns,
+                    ns_lo: line_ns.unwrap_or(0.0),
+                    ns_hi: line_ns.unwrap_or(0.0),
+                });
             }
         }
         rows.extend(line_row(size, &mut line));
@@ -1338,6 +1353,41 @@ fn main() {
             Some(r) => println!("{:>12}", fmt_ns(r.ns)),
             None => println!("{:>12}", "-"),
         }
+    }
+    // Paired ratios: each round's run of a system over green's run in the
+    // same round, median over the rounds (the machine's state changes
+    // between rounds more than within one).
+    println!("\npeer / green, median over rounds of the ratio within a round");
+    print!("{:<8}", "size");
+    let peers: Vec<System> = systems
+        .iter()
+        .copied()
+        .filter(|&s| s != System::Green)
+        .collect();
+    peers.iter().for_each(|s| print!("{:>17}", s.name()));
+    println!();
+    for &size in sizes {
+        print!("{:<8}", fmt_size(size));
+        for &s in &peers {
+            let mut ratios: Vec<f64> = (1..=rounds)
+                .filter_map(|k| {
+                    let run = |sys: System| {
+                        rows.iter()
+                            .find(|r| {
+                                r.group == format!("round{k}") && r.size == size && r.system == sys
+                            })
+                            .map(|r| r.ns)
+                    };
+                    Some(run(s)? / run(System::Green)?)
+                })
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            match ratios.get(ratios.len() / 2) {
+                Some(v) => print!("{:>16.2}x", v),
+                None => print!("{:>17}", "-"),
+            }
+        }
+        println!();
     }
     // The single-caller round trips (median session p50).
     let find = |group: &str, size: usize, sys: System| {
