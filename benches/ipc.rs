@@ -1354,6 +1354,23 @@ fn main() {
             None => println!("{:>12}", "-"),
         }
     }
+    // The single-caller round trips (median session p50).
+    let find = |group: &str, size: usize, sys: System| {
+        rows.iter()
+            .find(|r| r.group == group && r.size == size && r.system == sys)
+            .map(|r| r.ns)
+    };
+    print!("{:<8}", "rtt 4B");
+    for &s in &systems {
+        match find("rtt", 4, s) {
+            Some(v) => print!("{:>17}", fmt_ns(v)),
+            None => print!("{:>17}", "-"),
+        }
+    }
+    match find("cacheline", 0, System::Green) {
+        Some(v) => println!("{:>12}", fmt_ns(v)),
+        None => println!("{:>12}", "-"),
+    }
     // Paired ratios: each round's run of a system over green's run in the
     // same round, median over the rounds (the machine's state changes
     // between rounds more than within one).
@@ -1388,23 +1405,6 @@ fn main() {
             }
         }
         println!();
-    }
-    // The single-caller round trips (median session p50).
-    let find = |group: &str, size: usize, sys: System| {
-        rows.iter()
-            .find(|r| r.group == group && r.size == size && r.system == sys)
-            .map(|r| r.ns)
-    };
-    print!("{:<8}", "rtt 4B");
-    for &s in &systems {
-        match find("rtt", 4, s) {
-            Some(v) => print!("{:>17}", fmt_ns(v)),
-            None => print!("{:>17}", "-"),
-        }
-    }
-    match find("cacheline", 0, System::Green) {
-        Some(v) => println!("{:>12}", fmt_ns(v)),
-        None => println!("{:>12}", "-"),
     }
     let path = csv_path();
     let mut out = String::from("group,size,system,callers,calls,ns,ns_lo,ns_hi\n");
