@@ -5,15 +5,13 @@
 //! The test has a binary of its own: the client's CPU time is the whole
 //! process's, which no other test may use meanwhile.
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Child, Command};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use green::ipc::{Client, Server};
 
 mod common;
-use common::watchdog;
+use common::{spawn_server, watchdog};
 
 #[test]
 fn child_server() {
@@ -24,19 +22,6 @@ fn child_server() {
         .unwrap()
         .serve(|req, resp| resp.write_all(&req.to_vec()))
         .unwrap();
-}
-
-struct ServerProc {
-    child: Child,
-    path: PathBuf,
-}
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.path);
-    }
 }
 
 /// CPU time (user + system) of process `pid`, from /proc (clock ticks).
@@ -68,24 +53,8 @@ fn an_idle_connection_uses_no_cpu_on_either_side() {
     if std::env::var_os("GREEN_IPC_IDLE_SERVE").is_some() {
         return;
     }
-    let path = std::env::temp_dir().join(format!("green-ipc-idle-{}.sock", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args(["child_server", "--exact", "--nocapture", "--test-threads=1"])
-        .env("GREEN_IPC_IDLE_SERVE", &path)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = ServerProc {
-        child,
-        path: path.clone(),
-    };
-    let pid = server.child.id();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !path.exists() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let server = spawn_server("GREEN_IPC_IDLE_SERVE", "idle", &[]);
+    let (pid, path) = (server.child.id(), server.path.clone());
     watchdog(move || {
         let client = Arc::new(Client::connect(&path).unwrap());
         // Busy first: every lane and the server's handlers have run.

@@ -4,7 +4,7 @@
 //! and arena limits, and the server killed with SIGKILL mid-call.
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command};
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use green::ipc::{ArenaFullPolicy, Client, ClientConfig, Server, ServerConfig};
 
 mod common;
-use common::watchdog;
+use common::{spawn_server, watchdog};
 
 /// Runs as the server when re-executed: echoes each request; a request
 /// that starts with `SLEEP` waits 300 ms first (`SLEEPLONG`: 5 s).
@@ -133,45 +133,13 @@ fn child_server() {
         .unwrap();
 }
 
-struct ServerProc {
-    child: Child,
-    path: PathBuf,
-}
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-fn spawn_server(name: &str, env: &[(&str, &str)]) -> ServerProc {
-    let path = std::env::temp_dir().join(format!("green-ipc-{}-{name}.sock", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["child_server", "--exact", "--nocapture", "--test-threads=1"])
-        .env("GREEN_IPC_SERVE", &path)
-        .stdout(std::process::Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !path.exists() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    ServerProc { child, path }
-}
-
 /// Runs `f` with the path of a fresh server child (`name`, its extra
 /// environment), under [`watchdog`]; does nothing in the child itself.
 fn with_server(name: &str, env: &[(&str, &str)], f: impl FnOnce(PathBuf) + Send + 'static) {
     if std::env::var_os("GREEN_IPC_SERVE").is_some() {
         return;
     }
-    let server = spawn_server(name, env);
+    let server = spawn_server("GREEN_IPC_SERVE", name, env);
     let path = server.path.clone();
     watchdog(move || f(path));
     drop(server);
@@ -558,7 +526,7 @@ fn server_killed_mid_call_fails_pending_and_later_calls() {
     if std::env::var_os("GREEN_IPC_SERVE").is_some() {
         return;
     }
-    let mut server = spawn_server("kill", &[]);
+    let mut server = spawn_server("GREEN_IPC_SERVE", "kill", &[]);
     let path = server.path.clone();
     let client = Arc::new(Client::connect(&path).unwrap());
     // Warm up.

@@ -73,3 +73,43 @@ pub fn wait_child(mut child: Child, deadline: Duration) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// A server child process (this test binary re-executed to run its
+/// `child_server` test), listening on `path`; killed and its socket
+/// removed on drop.
+pub struct ServerProc {
+    pub child: Child,
+    pub path: PathBuf,
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Starts this binary's `child_server` test as a server on a fresh socket
+/// path (unique per process and `name`) passed in `$path_var`, with the
+/// extra environment `env`; returns once the socket exists.
+pub fn spawn_server(path_var: &str, name: &str, env: &[(&str, &str)]) -> ServerProc {
+    let path = std::env::temp_dir().join(format!("green-ipc-{}-{name}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["child_server", "--exact", "--nocapture", "--test-threads=1"])
+        .env(path_var, &path)
+        .stdout(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    // From here on a failure kills the child (drop).
+    let server = ServerProc { child, path };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.path.exists() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server
+}
