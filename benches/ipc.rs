@@ -1388,11 +1388,10 @@ fn main() {
         for &s in &peers {
             let mut ratios: Vec<f64> = (1..=rounds)
                 .filter_map(|k| {
+                    let group = format!("round{k}");
                     let run = |sys: System| {
                         rows.iter()
-                            .find(|r| {
-                                r.group == format!("round{k}") && r.size == size && r.system == sys
-                            })
+                            .find(|r| r.group == group && r.size == size && r.system == sys)
                             .map(|r| r.ns)
                     };
                     Some(run(s)? / run(System::Green)?)
