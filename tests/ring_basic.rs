@@ -243,16 +243,50 @@ fn header_layout_is_fixed() {
 
 #[test]
 fn layout_sizes() {
-    assert_eq!(RingLayout::bytes(64, 8).unwrap(), 512 + 64 * 8);
+    // A slot is the entry, its 4-byte stamp, then padding: to a power of
+    // two up to 64 bytes, else to a multiple of 128.
+    assert_eq!(RingLayout::bytes(64, 8).unwrap(), 512 + 64 * 16);
+    let l = RingLayout::new(64, 8).unwrap();
+    assert_eq!((l.slot_size(), l.stamp_offset()), (16, 8));
+    for (entry, slot, stamp) in [
+        (1, 8, 4),
+        (4, 8, 4),
+        (5, 16, 8),
+        (12, 16, 12),
+        (13, 32, 16),
+        (32, 64, 32),
+        (60, 64, 60),
+        (61, 128, 64),
+        (64, 128, 64),
+        (124, 128, 124),
+        (125, 256, 128),
+    ] {
+        let l = RingLayout::new(8, entry).unwrap();
+        assert_eq!(
+            (l.slot_size(), l.stamp_offset()),
+            (slot, stamp),
+            "entry {entry}"
+        );
+        assert_eq!(l.size(), 512 + 8 * slot);
+    }
     let l = RingLayout::for_entry::<[u64; 8]>(256).unwrap();
-    assert_eq!(l.size(), 512 + 256 * 64);
+    assert_eq!(l.size(), 512 + 256 * 128);
     assert_eq!(l.align(), 128);
     assert_eq!(l.entries_offset(), 512);
     assert_eq!(l.to_alloc_layout().align(), 128);
     // The largest legal ring is computed without overflow (u64 arithmetic).
     if cfg!(target_pointer_width = "64") {
-        let l = RingLayout::new(MAX_CAPACITY, u32::MAX as usize).unwrap();
-        assert_eq!(l.size() as u64, 512 + (1u64 << 31) * u64::from(u32::MAX));
+        // Slots of 2^32 + 128 bytes: above isize::MAX in all, refused.
+        let slot = (u64::from(u32::MAX) + 1 + 4).div_ceil(128) * 128;
+        assert_eq!(
+            RingLayout::new(MAX_CAPACITY, u32::MAX as usize).unwrap_err(),
+            RingError::TooLarge {
+                bytes: 512 + (1u64 << 31) * slot
+            }
+        );
+        let l = RingLayout::new(MAX_CAPACITY / 2, u32::MAX as usize).unwrap();
+        assert_eq!(l.slot_size() as u64, slot);
+        assert_eq!(l.size() as u64, 512 + (1u64 << 30) * slot);
     }
     assert!(RingLayout::new(64, 0).is_err());
 }

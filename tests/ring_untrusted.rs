@@ -142,7 +142,8 @@ fn attach_rejects_bad_capacities() {
 
 #[test]
 fn attach_rejects_a_region_too_small() {
-    let r = Region::new(HEADER_SIZE + 8 * 8);
+    // Slots of `u64` entries are 16 bytes: the entry, its stamp, padding.
+    let r = Region::new(HEADER_SIZE + 8 * 16);
     drop(r.init(8));
     // Too small for the header itself.
     let err = r.attach::<u64>(100).err().unwrap();
@@ -154,12 +155,12 @@ fn attach_rejects_a_region_too_small() {
         }
     );
     // Header fits, entries do not.
-    let err = r.attach::<u64>(HEADER_SIZE + 8 * 8 - 1).err().unwrap();
+    let err = r.attach::<u64>(HEADER_SIZE + 8 * 16 - 1).err().unwrap();
     assert_eq!(
         err,
         RingError::TooSmall {
-            needed: (HEADER_SIZE + 64) as u64,
-            len: HEADER_SIZE + 63
+            needed: (HEADER_SIZE + 128) as u64,
+            len: HEADER_SIZE + 127
         }
     );
     assert!(err.to_string().contains("too small"), "{err}");
@@ -170,7 +171,7 @@ fn attach_rejects_a_region_too_small() {
     assert_eq!(
         err,
         RingError::TooSmall {
-            needed: HEADER_SIZE as u64 + (1u64 << 31) * 8,
+            needed: HEADER_SIZE as u64 + (1u64 << 31) * 16,
             len: r.len()
         }
     );
@@ -232,7 +233,7 @@ fn consumer_rejects_tail_one_past_capacity() {
     let r = Region::new(4096);
     let mut rx = r.init(8).into_consumer();
     r.set(TAIL, 8 + 1);
-    let err = rx.pop().unwrap_err();
+    let err = rx.len().unwrap_err();
     assert_corrupt(&err, "tail");
     assert!(
         err.to_string()
@@ -257,7 +258,20 @@ fn consumer_rejects_tail_far_ahead() {
         let r = Region::new(4096);
         let mut rx = r.init(8).into_consumer();
         r.set(TAIL, tail);
-        assert_corrupt(&rx.pop_into(&mut [0; 64]).unwrap_err(), "tail");
+        assert_corrupt(&rx.len().unwrap_err(), "tail");
+        // Popping goes by the stamps, which say nothing is there; the
+        // consumer catches the tail as it goes to sleep.
+        let r = Region::new(4096);
+        let mut rx = r.init(8).into_consumer();
+        r.set(TAIL, tail);
+        assert_eq!(rx.pop_into(&mut [0; 64]).unwrap(), 0);
+        let err = rx.wait(Duration::ZERO, Some(Duration::from_secs(5)));
+        assert_corrupt(&err.unwrap_err(), "tail");
+        let r = Region::new(4096);
+        let mut rx = r.init(8).into_consumer();
+        r.set(TAIL, tail);
+        assert_corrupt(&rx.prepare_sleep().unwrap_err(), "tail");
+        assert_eq!(r.get(offset_of!(Header, need_wakeup)), 0);
     }
 }
 
@@ -270,12 +284,31 @@ fn consumer_rejects_tail_moving_backwards() {
     assert_eq!(rx.len().unwrap(), 3);
     // Back to 2: still >= head (1), but behind the tail already seen.
     r.set(TAIL, 2);
-    // The consumer still has 3 entries it validated; draining them needs
-    // no read of tail...
+    // Draining the stamped entries needs no read of tail...
     let mut out = [0u64; 3];
     assert_eq!(rx.pop_into(&mut out).unwrap(), 3);
+    assert_eq!(out, [2, 3, 4]);
     // ...the next read of tail catches it.
+    assert_corrupt(&rx.len().unwrap_err(), "tail");
     assert_corrupt(&rx.pop().unwrap_err(), "tail");
+}
+
+#[test]
+fn consumer_rejects_tail_behind_what_the_stamps_published() {
+    // Entries taken by their stamps, tail never read: a tail behind them
+    // is caught all the same (the producer stores tail before stamps).
+    let r = Region::new(4096);
+    let (mut tx, mut rx) = r.init(8).split();
+    tx.push_slice(&[1, 2, 3]).unwrap();
+    assert_eq!(rx.pop_into(&mut [0; 8]).unwrap(), 3);
+    r.set(TAIL, 2);
+    let err = rx.len().unwrap_err();
+    assert_corrupt(&err, "tail");
+    assert!(
+        err.to_string()
+            .contains("is 2, outside the valid range 3..=11"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -336,13 +369,33 @@ fn scribbled_entries_are_only_garbage_values() {
     let r = Region::new(4096);
     let (mut tx, mut rx) = r.init(8).split();
     tx.push_slice(&[1, 2, 3]).unwrap();
-    // SAFETY: the entry bytes are in the region; nothing reads them
-    // concurrently (single thread).
-    unsafe { std::ptr::write_bytes(r.base.add(HEADER_SIZE), 0xFF, 8 * 8) };
+    let layout = RingLayout::for_entry::<u64>(8).unwrap();
+    let slot = |i: usize| HEADER_SIZE + i * layout.slot_size();
+    for i in 0..8 {
+        // SAFETY: the entry bytes are in the region; nothing reads them
+        // concurrently (single thread).
+        unsafe { std::ptr::write_bytes(r.base.add(slot(i)), 0xFF, 8) };
+    }
     assert_eq!(rx.pop().unwrap(), Some(u64::MAX));
     let mut out = [0; 2];
     assert_eq!(rx.pop_into(&mut out).unwrap(), 2);
     assert_eq!(out, [u64::MAX; 2]);
+    // A stamp for an index the producer never pushed publishes whatever
+    // its slot holds (here the scribble): garbage, read in bounds.
+    let stamp = |i: usize| {
+        // SAFETY: in bounds, 4-aligned, only ever accessed atomically.
+        unsafe { AtomicU32::from_ptr(r.base.add(slot(i) + layout.stamp_offset()).cast()) }
+    };
+    stamp(3).store(4, Ordering::SeqCst);
+    assert_eq!(rx.pop().unwrap(), Some(u64::MAX));
+    // Any other stamp hides the entry: the consumer sees an empty ring.
+    for bad in [0, 4, 6, u32::MAX] {
+        stamp(4).store(bad, Ordering::SeqCst);
+        assert_eq!(rx.pop().unwrap(), None);
+        assert!(rx.is_empty().unwrap());
+    }
+    stamp(4).store(5, Ordering::SeqCst);
+    assert_eq!(rx.pop_into(&mut [0; 8]).unwrap(), 1);
 }
 
 #[test]
@@ -362,7 +415,7 @@ fn header_changes_after_attach_are_ignored() {
     assert_eq!(tx.push_slice(&[0; 10]).unwrap(), 4);
     // A tail claiming a full "huge" ring is still judged against 4.
     r.set(TAIL, r.get(HEAD).wrapping_add(1000));
-    assert_corrupt(&rx.pop_into(&mut [0; 8]).unwrap_err(), "tail");
+    assert_corrupt(&rx.len().unwrap_err(), "tail");
 }
 
 #[test]

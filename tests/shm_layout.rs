@@ -42,25 +42,26 @@ fn repr_c_sizes_and_offsets() {
 fn layout_is_page_aligned_in_header_order() {
     let h = header();
     assert_eq!((h.magic, h.version), (MAGIC, VERSION));
-    // 64 descriptors: 512 + 64 * 32 = 2560 bytes, one page each ring.
+    // 64 descriptors in 64-byte slots: 512 + 64 * 64 = 4608 bytes, two
+    // pages each ring.
     assert_eq!(
         h.request_ring,
         Area {
             offset: PAGE,
-            len: PAGE
+            len: 2 * PAGE
         }
     );
     assert_eq!(
         h.response_ring,
         Area {
-            offset: 2 * PAGE,
-            len: PAGE
+            offset: 3 * PAGE,
+            len: 2 * PAGE
         }
     );
     // The arenas are files of their own: only their sizes, in pages.
     assert_eq!(h.client_arena_len, 25 * PAGE);
     assert_eq!(h.server_arena_len, 2 * PAGE);
-    assert_eq!(h.size, 3 * PAGE);
+    assert_eq!(h.size, 5 * PAGE);
     assert_eq!(h.validate(h.size, PAGE), Ok(()));
     assert_eq!(RegionHeader::from_words(h.to_words()), h);
     let bytes = h.to_bytes();

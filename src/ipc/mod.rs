@@ -305,7 +305,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_millis(100);
 /// and arena, then the client's arena). Public for tests that play a
 /// misbehaving peer.
 #[doc(hidden)]
-pub const PROTOCOL: &[u8] = b"green-ipc/4";
+pub const PROTOCOL: &[u8] = b"green-ipc/5";
 
 /// The first four bytes a client sends on a new connection.
 const HELLO_MAGIC: [u8; 4] = *b"gIPC";
@@ -874,7 +874,7 @@ impl Idle {
     ) -> Result<(), RingError> {
         let mut spin = Spin::new();
         loop {
-            if stop() || rx.lock().len()? > 0 {
+            if stop() || !rx.lock().is_empty()? {
                 return Ok(());
             }
             if !spin.round(SPIN) {

@@ -12,14 +12,16 @@ use super::{futex, Pod};
 
 /// The reading half of a ring: the only writer of `head` and
 /// `need_wakeup`. The [`Producer`](super::Producer) may be in another
-/// thread or another process, and is not trusted: the consumer reads its
-/// `tail` once per operation and checks it before touching any slot.
+/// thread or another process, and is not trusted: the consumer takes an
+/// entry only when its slot's stamp is exactly the one that index
+/// expects, and checks the producer's `tail` whenever it reads it.
 pub struct Consumer<T: Pod> {
     ring: Shared<T>,
     /// Our own index, authoritative: never re-read from shared memory.
     head: u32,
-    /// The producer's `tail` as last read and validated: `tail - head` is
-    /// in `0..=capacity`, and the real tail is at or after it.
+    /// How far the producer is known to have published: the last `tail`
+    /// read and validated, or `head` once stamps took us past it. `tail -
+    /// head` is in `0..=capacity`, and the real tail is at or after it.
     tail: u32,
     /// Set once the producer is seen breaking the protocol; sticky.
     failed: Option<RingError>,
@@ -56,10 +58,34 @@ impl<T: Pod> Consumer<T> {
         self.failed.as_ref()
     }
 
-    /// Entries available according to the last tail seen (no shared-memory
-    /// read).
+    /// Entries published according to the last tail seen (no
+    /// shared-memory read).
     fn cached_len(&self) -> u32 {
         self.tail.wrapping_sub(self.head)
+    }
+
+    /// Whether the entry at `index` is published: its slot's stamp is
+    /// `index + 1`, read once with `order`. No other value means yes,
+    /// whatever a peer wrote: stamps from earlier laps are `index + 1 -
+    /// k * capacity`, and init stores values no index of the first lap
+    /// expects. A hostile producer can publish garbage this way, never
+    /// make us read out of bounds.
+    fn stamped(&self, index: u32, order: Ordering) -> bool {
+        self.ring.stamp(index).load(order) == index.wrapping_add(1)
+    }
+
+    /// Moves `head` past `n` entries just read, and publishes it.
+    fn advance(&mut self, n: u32) {
+        self.head = self.head.wrapping_add(n);
+        // The entries were published, so the producer's tail is at least
+        // `head` now, and every later read of it shows that (it stored
+        // `tail` before the stamps we acquired).
+        if self.cached_len() > self.ring.capacity {
+            self.tail = self.head;
+        }
+        // Release: our reads of the slots happen before the producer's
+        // Acquire load of `head` that lets it reuse them.
+        self.ring.head().store(self.head, Ordering::Release);
     }
 
     /// Reads the producer's `tail` once with `order`, validates it, and
@@ -87,7 +113,10 @@ impl<T: Pod> Consumer<T> {
         Ok(self.cached_len())
     }
 
-    /// Entries available now: reads the producer's `tail` once.
+    /// Entries published now according to the producer's `tail`, which
+    /// this reads once and checks. The producer stores `tail` just before
+    /// the entries' stamps, so [`pop`](Self::pop) may still find the last
+    /// of them not ready for a moment.
     ///
     /// # Errors
     ///
@@ -97,13 +126,18 @@ impl<T: Pod> Consumer<T> {
         self.refresh_tail(Ordering::Acquire)
     }
 
-    /// Whether no entry is available now.
+    /// Whether the next entry is not ready: reads its slot's stamp, not
+    /// `tail`, so asking costs no extra cache line when an entry is there.
     ///
     /// # Errors
     ///
-    /// As [`len`](Self::len).
+    /// [`RingError::Corrupt`] if the producer broke the protocol earlier.
     pub fn is_empty(&mut self) -> Result<bool, RingError> {
-        self.len().map(|n| n == 0)
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        // Acquire: pairs with the producer's Release store of the stamp.
+        Ok(!self.stamped(self.head, Ordering::Acquire))
     }
 
     /// Removes the oldest entry, or returns `None` if the ring is empty.
@@ -116,22 +150,19 @@ impl<T: Pod> Consumer<T> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        // Acquire: pairs with the producer's Release store of `tail`, so
-        // the entries it published are visible.
-        if self.cached_len() == 0 && self.refresh_tail(Ordering::Acquire)? == 0 {
+        // Acquire: pairs with the producer's Release store of the stamp, so
+        // the entry it published is visible.
+        if !self.stamped(self.head, Ordering::Acquire) {
             return Ok(None);
         }
-        // SAFETY: `slot` is in bounds and published (`head < tail`, tail
-        // read with Acquire), and the slot memory is initialized (zeroed at
-        // init, then written by the producer). A peer scribbling on it can
-        // only change the bits, and every bit pattern is a valid `T: Pod`;
-        // the volatile read copies it out once, so the value we return is
-        // never re-read from shared memory.
+        // SAFETY: `slot` is in bounds and published (its stamp read with
+        // Acquire), and the slot memory is initialized (zeroed at init,
+        // then written by the producer). A peer scribbling on it can only
+        // change the bits, and every bit pattern is a valid `T: Pod`; the
+        // volatile read copies it out once, so the value we return is never
+        // re-read from shared memory.
         let value = unsafe { ptr::read_volatile(self.ring.slot(self.head)) };
-        self.head = self.head.wrapping_add(1);
-        // Release: our read of the slot happens before the producer's
-        // Acquire load of `head` that lets it reuse the slot.
-        self.ring.head().store(self.head, Ordering::Release);
+        self.advance(1);
         Ok(Some(value))
     }
 
@@ -146,31 +177,26 @@ impl<T: Pod> Consumer<T> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        let mut available = self.cached_len();
-        if (available as usize) < out.len() {
-            // Acquire: pairs with the producer's Release store of `tail`.
-            available = self.refresh_tail(Ordering::Acquire)?;
+        // At most a ringful: the stamps of a second lap would be checked
+        // against slots we have not freed.
+        let max = out.len().min(self.ring.capacity as usize);
+        let mut n = 0;
+        for slot in &mut out[..max] {
+            let index = self.head.wrapping_add(n as u32);
+            // Acquire: pairs with the producer's Release store of the stamp.
+            if !self.stamped(index, Ordering::Acquire) {
+                break;
+            }
+            // SAFETY: as in `pop`: in bounds, published (stamp read with
+            // Acquire), initialized; copied once into the caller's slot,
+            // never re-read; any bits are a valid `T: Pod`.
+            *slot = unsafe { ptr::read_volatile(self.ring.slot(index)) };
+            n += 1;
         }
-        let n = out.len().min(available as usize);
-        if n == 0 {
-            return Ok(0);
+        if n > 0 {
+            // n <= capacity <= 2^31.
+            self.advance(n as u32);
         }
-        let start = (self.head & (self.ring.capacity - 1)) as usize;
-        let first = n.min(self.ring.capacity as usize - start);
-        // SAFETY: slots `head .. head + n` are published (n <= tail - head,
-        // tail read with Acquire) and initialized; `first` of them lie
-        // between `start` and the end of the array, the rest at its
-        // beginning. `out` is the caller's exclusive slice and cannot
-        // overlap the ring. Each byte is copied once into `out` and never
-        // re-read from shared memory; any bits are a valid `T: Pod`.
-        unsafe {
-            ptr::copy_nonoverlapping(self.ring.slot(self.head), out.as_mut_ptr(), first);
-            ptr::copy_nonoverlapping(self.ring.slot(0), out.as_mut_ptr().add(first), n - first);
-        }
-        self.head = self.head.wrapping_add(n as u32);
-        // Release: our reads of the slots happen before the producer's
-        // Acquire load of `head` that lets it reuse them.
-        self.ring.head().store(self.head, Ordering::Release);
         Ok(n)
     }
 
@@ -192,8 +218,7 @@ impl<T: Pod> Consumer<T> {
         spin: Duration,
         timeout: Option<Duration>,
     ) -> Result<WaitOutcome, RingError> {
-        // Acquire: pairs with the producer's Release store of `tail`.
-        if self.cached_len() > 0 || self.refresh_tail(Ordering::Acquire)? > 0 {
+        if !self.is_empty()? {
             return Ok(WaitOutcome::Ready);
         }
         let start = Instant::now();
@@ -204,8 +229,7 @@ impl<T: Pod> Consumer<T> {
             let mut spins = 0u32;
             loop {
                 hint::spin_loop();
-                // Acquire: pairs with the producer's Release store of `tail`.
-                if self.refresh_tail(Ordering::Acquire)? > 0 {
+                if !self.is_empty()? {
                     return Ok(WaitOutcome::Ready);
                 }
                 spins = spins.wrapping_add(1);
@@ -220,12 +244,14 @@ impl<T: Pod> Consumer<T> {
             // than `seen`, and FUTEX_WAIT returns at once.
             let seen = self.ring.futex().load(Ordering::SeqCst);
             // The consumer's half of the Dekker pair: SeqCst store of
-            // `need_wakeup`, then SeqCst load of `tail`.
+            // `need_wakeup`, then SeqCst load of the stamp.
             self.ring.need_wakeup().store(1, Ordering::SeqCst);
-            let available = self.refresh_tail(Ordering::SeqCst);
-            if !matches!(available, Ok(0)) {
-                self.ring.need_wakeup().store(0, Ordering::SeqCst);
-                return available.map(|_| WaitOutcome::Ready);
+            match self.recheck() {
+                Ok(false) => {}
+                other => {
+                    self.ring.need_wakeup().store(0, Ordering::SeqCst);
+                    return other.map(|_| WaitOutcome::Ready);
+                }
             }
             let remaining = match deadline {
                 None => None,
@@ -243,8 +269,7 @@ impl<T: Pod> Consumer<T> {
             // it (see the protocol notes).
             self.ring.need_wakeup().store(0, Ordering::SeqCst);
             slept?;
-            // Acquire: pairs with the producer's Release store of `tail`.
-            if self.refresh_tail(Ordering::Acquire)? > 0 {
+            if !self.is_empty()? {
                 return Ok(WaitOutcome::Ready);
             }
         }
@@ -268,8 +293,7 @@ impl<T: Pod> Consumer<T> {
     ///
     /// [`RingError::Corrupt`] if the producer broke the protocol.
     pub fn prepare_sleep(&mut self) -> Result<Option<(&AtomicU32, u32)>, RingError> {
-        // Acquire: pairs with the producer's Release store of `tail`.
-        if self.cached_len() > 0 || self.refresh_tail(Ordering::Acquire)? > 0 {
+        if !self.is_empty()? {
             return Ok(None);
         }
         // As in `wait`: the word is read before announcing the sleep, and
@@ -277,13 +301,24 @@ impl<T: Pod> Consumer<T> {
         // of the Dekker pair).
         let seen = self.ring.futex().load(Ordering::SeqCst);
         self.ring.need_wakeup().store(1, Ordering::SeqCst);
-        match self.refresh_tail(Ordering::SeqCst) {
-            Ok(0) => Ok(Some((self.ring.futex(), seen))),
+        match self.recheck() {
+            Ok(false) => Ok(Some((self.ring.futex(), seen))),
             other => {
                 self.ring.need_wakeup().store(0, Ordering::SeqCst);
                 other.map(|_| None)
             }
         }
+    }
+
+    /// The re-check after announcing a sleep: whether the next entry is
+    /// ready (its stamp, SeqCst: the consumer's half of the Dekker pair).
+    /// Checks the producer's `tail` too, so a producer that corrupts it
+    /// is caught at the latest when the consumer goes idle; readiness
+    /// itself goes by the stamp alone, so a `tail` that runs ahead of
+    /// published entries cannot keep the consumer awake.
+    fn recheck(&mut self) -> Result<bool, RingError> {
+        self.refresh_tail(Ordering::SeqCst)?;
+        Ok(self.stamped(self.head, Ordering::SeqCst))
     }
 
     /// Ends a sleep begun with [`prepare_sleep`](Self::prepare_sleep):
@@ -320,23 +355,26 @@ pub struct Peek<T: Pod> {
     ring: Shared<T>,
 }
 
-// SAFETY: a Peek only loads the ring's `head` and `tail` words, atomically;
+// SAFETY: a Peek only loads the ring's `head` word and a stamp, atomically;
 // the memory stays valid as long as it lives (Shared's contract, `owner`).
 unsafe impl<T: Pod> Send for Peek<T> {}
 // SAFETY: as above; `&self` methods do only atomic loads.
 unsafe impl<T: Pod> Sync for Peek<T> {}
 
 impl<T: Pod> Peek<T> {
-    /// Whether the ring's `tail` differs from its `head`: entries seem to
-    /// be waiting. A hint only, never a promise: the words are read
-    /// without ordering and the producer (perhaps another process) may
-    /// write `tail` at any time, so the answer can be stale or, from a
-    /// hostile producer, wrong; the consumer validates what it pops. Both
-    /// loads usually hit a cache line nobody wrote since the last look,
-    /// which is what makes asking cheaper than taking the consumer's lock.
+    /// Whether the slot at the ring's `head` carries the stamp of a
+    /// published entry: an entry seems to be waiting. A hint only, never
+    /// a promise: the words are read without ordering and the producer
+    /// (perhaps another process) may write at any time, so the answer can
+    /// be stale or, from a hostile producer, wrong; the consumer validates
+    /// what it pops. Both loads usually hit cache lines nobody wrote since
+    /// the last look, which is what makes asking cheaper than taking the
+    /// consumer's lock; when an entry did arrive, its line is the one the
+    /// pop reads next.
     pub fn has_entries(&self) -> bool {
         // Relaxed: a hint; the pop that follows a `true` does the Acquire.
-        self.ring.tail().load(Ordering::Relaxed) != self.ring.head().load(Ordering::Relaxed)
+        let head = self.ring.head().load(Ordering::Relaxed);
+        self.ring.stamp(head).load(Ordering::Relaxed) == head.wrapping_add(1)
     }
 }
 

@@ -13,11 +13,12 @@ use super::error::RingError;
 /// First word of every ring: `b"grnR"` read as a little-endian `u32`.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"grnR");
 
-/// Version of the format described by [`Header`]. [`attach`] refuses any
-/// other value.
+/// Version of the format described by [`Header`] and [`RingLayout`]
+/// (version 2: every slot carries a stamp). [`attach`] refuses any other
+/// value.
 ///
 /// [`attach`]: super::RawRing::attach
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Cache-line padding unit: 128 bytes, so two hot fields never share a
 /// line, nor a pair of adjacent lines that the L2 prefetcher fetches
@@ -29,7 +30,7 @@ pub const CACHE_PAD: usize = 128;
 pub const MAX_CAPACITY: u32 = 1 << 31;
 
 /// The ring header, at offset 0 of the ring memory, followed directly by
-/// the entry array (see the [module drawing](super)).
+/// the slot array (see the [module drawing](super)).
 ///
 /// Every field is an atomic: the memory may be shared with a peer process
 /// that can write any field at any time, so this crate never forms a
@@ -69,7 +70,7 @@ pub struct Header {
     _pad3: [u8; CACHE_PAD - 8],
 }
 
-/// Size of [`Header`]: four 128-byte lines. Entries start at this offset.
+/// Size of [`Header`]: four 128-byte lines. Slots start at this offset.
 pub const HEADER_SIZE: usize = mem::size_of::<Header>();
 
 const _: () = {
@@ -86,12 +87,21 @@ const _: () = {
 };
 
 /// Size and alignment of a ring of `capacity` entries of `entry_size`
-/// bytes: [`HEADER_SIZE`] bytes of header, then `capacity * entry_size`
-/// bytes of entries, the whole aligned to [`RingLayout::ALIGN`].
+/// bytes: [`HEADER_SIZE`] bytes of header, then `capacity` slots of
+/// [`slot_size`](Self::slot_size) bytes, the whole aligned to
+/// [`RingLayout::ALIGN`].
+///
+/// A slot is the entry at offset 0 followed by its stamp, a `u32` at
+/// [`stamp_offset`](Self::stamp_offset) (`entry_size` rounded up to 4).
+/// A slot of up to 64 bytes is padded to a power of two, so no slot
+/// straddles a 64-byte line and the consumer's one read of a stamp brings
+/// in the entry with it; a larger one to a multiple of [`CACHE_PAD`].
+/// Both depend on `entry_size` alone, so two processes compute the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RingLayout {
     capacity: u32,
     entry_size: u32,
+    slot_size: usize,
     layout: Layout,
 }
 
@@ -123,8 +133,10 @@ impl RingLayout {
                 })
             }
         };
-        // u64: at most 2^31 * (2^32 - 1) + 512 < 2^63, so no overflow here.
-        let bytes = HEADER_SIZE as u64 + u64::from(capacity) * u64::from(entry_size32);
+        let slot = slot_size(entry_size32);
+        // u64: a slot is below 2^33 and capacity at most 2^31, so the
+        // product and the sum stay below 2^64; saturate all the same.
+        let bytes = (HEADER_SIZE as u64).saturating_add(u64::from(capacity).saturating_mul(slot));
         let layout = usize::try_from(bytes)
             .ok()
             .and_then(|size| Layout::from_size_align(size, Self::ALIGN).ok())
@@ -132,6 +144,8 @@ impl RingLayout {
         Ok(RingLayout {
             capacity,
             entry_size: entry_size32,
+            // Fits: it is at most `bytes`, which fit a usize above.
+            slot_size: slot as usize,
             layout,
         })
     }
@@ -160,7 +174,7 @@ impl RingLayout {
         Self::new(capacity, entry_size).map(|l| l.size())
     }
 
-    /// Total bytes: header plus entries.
+    /// Total bytes: header plus slots.
     pub fn size(&self) -> usize {
         self.layout.size()
     }
@@ -180,7 +194,17 @@ impl RingLayout {
         self.entry_size as usize
     }
 
-    /// Offset of entry 0 from the start of the ring memory.
+    /// Bytes from one slot to the next: the entry, its stamp, padding.
+    pub fn slot_size(&self) -> usize {
+        self.slot_size
+    }
+
+    /// Offset of a slot's stamp from the start of the slot.
+    pub fn stamp_offset(&self) -> usize {
+        stamp_offset(self.entry_size) as usize
+    }
+
+    /// Offset of slot 0 from the start of the ring memory.
     pub fn entries_offset(&self) -> usize {
         HEADER_SIZE
     }
@@ -188,6 +212,25 @@ impl RingLayout {
     /// The same size and alignment as a [`std::alloc::Layout`].
     pub fn to_alloc_layout(&self) -> Layout {
         self.layout
+    }
+}
+
+/// Offset of the stamp in a slot: the entry size rounded up to 4 (`u64`:
+/// no overflow for any `u32` size).
+pub(crate) fn stamp_offset(entry_size: u32) -> u64 {
+    (u64::from(entry_size) + 3) & !3
+}
+
+/// Bytes per slot for entries of `entry_size` bytes: entry and stamp,
+/// padded to a power of two up to 64 bytes, else to a multiple of
+/// [`CACHE_PAD`]. Either way a multiple of the entry's alignment (which
+/// divides its size and is at most `CACHE_PAD`). Below 2^33.
+pub(crate) fn slot_size(entry_size: u32) -> u64 {
+    let raw = stamp_offset(entry_size) + 4;
+    if raw <= 64 {
+        raw.next_power_of_two()
+    } else {
+        raw.div_ceil(CACHE_PAD as u64) * CACHE_PAD as u64
     }
 }
 

@@ -11,8 +11,9 @@ use super::{futex, Pod};
 /// slots. The [`Consumer`](super::Consumer) may be in another thread or
 /// another process.
 ///
-/// Pushes publish entries at once (one `Release` store of `tail` per push
-/// or [`push_slice`](Self::push_slice)) but never make a syscall; call
+/// Pushes publish entries at once (a `Release` store of `tail` per push or
+/// [`push_slice`](Self::push_slice), then one of each slot's stamp) but
+/// never make a syscall; call
 /// [`notify`](Self::notify) after a batch to wake a consumer sleeping in
 /// [`wait`](super::Consumer::wait).
 pub struct Producer<T: Pod> {
@@ -116,11 +117,32 @@ impl<T: Pod> Producer<T> {
         // and, until our `tail` store below, will not; we are the only
         // writer of free slots.
         unsafe { ptr::write(self.ring.slot(self.tail), value) };
+        let index = self.tail;
         self.tail = self.tail.wrapping_add(1);
-        // Release: publishes the entry written above to the consumer's
-        // Acquire load of `tail`.
-        self.ring.tail().store(self.tail, Ordering::Release);
+        self.publish(index, 1);
         Ok(())
+    }
+
+    /// Publishes the `n` entries written at `first ..`: stores `tail`,
+    /// then each slot's stamp.
+    ///
+    /// `tail` goes first, so a consumer that has seen a stamp never reads
+    /// an older `tail` afterwards (the stamp's Release orders the `tail`
+    /// store before it): its check that `tail` never falls behind what it
+    /// consumed stays exact. Both are Release stores, so either publishes
+    /// the entries written before them.
+    fn publish(&self, first: u32, n: u32) {
+        // Release: publishes the entries to the consumer's Acquire load of
+        // `tail` (which `len` and the sleep path use).
+        self.ring.tail().store(self.tail, Ordering::Release);
+        for k in 0..n {
+            let index = first.wrapping_add(k);
+            // Release: publishes the entry (and the `tail` store) to the
+            // consumer's Acquire load of this stamp.
+            self.ring
+                .stamp(index)
+                .store(index.wrapping_add(1), Ordering::Release);
+        }
     }
 
     /// Appends as many of `values` as fit, in order, with one `tail` store;
@@ -142,21 +164,17 @@ impl<T: Pod> Producer<T> {
         if n == 0 {
             return Ok(0);
         }
-        let start = (self.tail & (self.ring.capacity - 1)) as usize;
-        let first = n.min(self.ring.capacity as usize - start);
-        // SAFETY: slots `tail .. tail + n` are free (n <= free slots, head
-        // read with Acquire) and only we write free slots. `first` entries
-        // fit between `start` and the end of the array, the other `n - first`
-        // at its beginning; the source is a caller's slice, which cannot
-        // overlap ring slots we own exclusively.
-        unsafe {
-            ptr::copy_nonoverlapping(values.as_ptr(), self.ring.slot(self.tail), first);
-            ptr::copy_nonoverlapping(values.as_ptr().add(first), self.ring.slot(0), n - first);
+        let first = self.tail;
+        for (k, value) in values[..n].iter().enumerate() {
+            // SAFETY: slots `tail .. tail + n` are free (n <= free slots,
+            // head read with Acquire) and only we write free slots; `slot`
+            // is in bounds for any index. The source is a caller's slice,
+            // which cannot overlap ring slots.
+            unsafe { ptr::write(self.ring.slot(first.wrapping_add(k as u32)), *value) };
         }
+        // n <= capacity <= 2^31.
         self.tail = self.tail.wrapping_add(n as u32);
-        // Release: publishes the entries written above to the consumer's
-        // Acquire load of `tail`.
-        self.ring.tail().store(self.tail, Ordering::Release);
+        self.publish(first, n as u32);
         Ok(n)
     }
 
@@ -173,9 +191,9 @@ impl<T: Pod> Producer<T> {
     ///
     /// [`RingError::Futex`] if `FUTEX_WAKE` fails (it should not).
     pub fn notify(&self) -> Result<bool, RingError> {
-        // SeqCst fence between our earlier `tail` store and the
+        // SeqCst fence between our earlier stamp and `tail` stores and the
         // `need_wakeup` load: the producer's half of the Dekker pair (the
-        // consumer stores `need_wakeup` then loads `tail`, both SeqCst).
+        // consumer stores `need_wakeup` then loads the stamp, both SeqCst).
         fence(Ordering::SeqCst);
         if self.ring.need_wakeup().load(Ordering::SeqCst) == 0 {
             return Ok(false);

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use super::error::RingError;
-use super::layout::{check_capacity, Header, RingLayout, HEADER_SIZE, MAGIC, VERSION};
+use super::layout::{
+    check_capacity, slot_size, stamp_offset, Header, RingLayout, HEADER_SIZE, MAGIC, VERSION,
+};
 use super::{Consumer, Pod, Producer};
 
 /// A ring in caller-provided memory whose header has been written
@@ -88,6 +90,13 @@ impl<T: Pod> RawRing<T> {
         // SAFETY: `header` is aligned and in bounds (checked above); the
         // bytes are initialized (zeroed), and all-zero is a valid `Header`.
         let ring = unsafe { Shared::new(header, capacity) };
+        // Every stamp starts at `start`, which no index of the first lap
+        // (`start + k`, k in `0..capacity`) expects: it waits for `start +
+        // k + 1`, and `k + 1 <= capacity < 2^32`. Relaxed: as below.
+        for k in 0..capacity {
+            ring.stamp(start.wrapping_add(k))
+                .store(start, Ordering::Relaxed);
+        }
         // Relaxed, all of them: nobody can observe the ring before the
         // caller hands it over (thread spawn, fd passing), and that hand-over
         // orders these stores before the peer's `attach`.
@@ -173,8 +182,9 @@ impl<T: Pod> RawRing<T> {
         }
         let capacity = config(offset_of!(Header, capacity));
         check_capacity(capacity)?;
-        // u64 arithmetic: HEADER_SIZE + capacity * entry_size < 2^63.
-        let needed = HEADER_SIZE as u64 + u64::from(capacity) * u64::from(entry_size);
+        // u64 arithmetic: a slot is below 2^33 and capacity at most 2^31.
+        let needed = (HEADER_SIZE as u64)
+            .saturating_add(u64::from(capacity).saturating_mul(slot_size(entry_size)));
         if needed > len as u64 {
             return Err(RingError::TooSmall { needed, len });
         }
@@ -255,10 +265,15 @@ unsafe fn header_word<'a>(header: NonNull<Header>, offset: usize) -> &'a AtomicU
 }
 
 /// What both handles hold: pointers into the ring memory and the local
-/// copy of its capacity (never re-read from shared memory).
+/// copy of its geometry (never re-read from shared memory).
 pub(crate) struct Shared<T> {
     header: NonNull<Header>,
-    entries: NonNull<T>,
+    /// Slot 0, at `HEADER_SIZE`.
+    slots: NonNull<u8>,
+    /// Bytes per slot ([`slot_size`]); a multiple of `align_of::<T>()`.
+    slot_size: usize,
+    /// Offset of the stamp in a slot ([`stamp_offset`]); 4-aligned.
+    stamp_offset: usize,
     /// Power of two in `1..=MAX_CAPACITY`.
     pub(crate) capacity: u32,
     owner: Option<Arc<dyn Send + Sync>>,
@@ -269,7 +284,9 @@ impl<T> Clone for Shared<T> {
     fn clone(&self) -> Self {
         Shared {
             header: self.header,
-            entries: self.entries,
+            slots: self.slots,
+            slot_size: self.slot_size,
+            stamp_offset: self.stamp_offset,
             capacity: self.capacity,
             owner: self.owner.clone(),
             _entries: PhantomData,
@@ -281,17 +298,21 @@ impl<T> Shared<T> {
     /// # Safety
     ///
     /// `header` is aligned to [`RingLayout::ALIGN`] and valid for reads and
-    /// writes of `HEADER_SIZE + capacity * size_of::<T>()` bytes for as long
-    /// as this value and its clones exist; `capacity` is a power of two and
+    /// writes of `HEADER_SIZE + capacity * slot_size(size_of::<T>())` bytes
+    /// for as long as this value and its clones exist; `capacity` is a
+    /// power of two; `T` is not zero-sized, its size fits a `u32` and
     /// `align_of::<T>() <= RingLayout::MAX_ENTRY_ALIGN`.
     unsafe fn new(header: NonNull<Header>, capacity: u32) -> Self {
+        let entry_size = mem::size_of::<T>() as u32;
         // SAFETY: HEADER_SIZE bytes past the header are within the region
-        // (caller's contract), and aligned for `T` since HEADER_SIZE is a
-        // multiple of MAX_ENTRY_ALIGN.
-        let entries = unsafe { header.cast::<u8>().add(HEADER_SIZE).cast::<T>() };
+        // (caller's contract).
+        let slots = unsafe { header.cast::<u8>().add(HEADER_SIZE) };
         Shared {
             header,
-            entries,
+            slots,
+            // Both fit: the region of `capacity >= 1` slots fits in memory.
+            slot_size: slot_size(entry_size) as usize,
+            stamp_offset: stamp_offset(entry_size) as usize,
             capacity,
             owner: None,
             _entries: PhantomData,
@@ -325,11 +346,32 @@ impl<T> Shared<T> {
         self.field(offset_of!(Header, futex))
     }
 
-    /// The slot of wrapping index `index`.
+    /// The entry of wrapping index `index`: at the start of its slot.
     pub(crate) fn slot(&self, index: u32) -> *mut T {
         let i = (index & (self.capacity - 1)) as usize;
-        // SAFETY: `i < capacity` and the entry array holds `capacity`
-        // entries (`new`'s contract), so the result is in bounds.
-        unsafe { self.entries.as_ptr().add(i) }
+        // SAFETY: `i < capacity` and the slot array holds `capacity` slots
+        // of `slot_size` bytes (`new`'s contract), so the result is in
+        // bounds; it is aligned for `T` because HEADER_SIZE and `slot_size`
+        // are multiples of `align_of::<T>()`.
+        unsafe { self.slots.as_ptr().add(i * self.slot_size).cast::<T>() }
+    }
+
+    /// The stamp of wrapping index `index`'s slot: the producer stores
+    /// `index + 1` there once the entry is published.
+    pub(crate) fn stamp(&self, index: u32) -> &AtomicU32 {
+        let i = (index & (self.capacity - 1)) as usize;
+        // SAFETY: in bounds as in `slot`, plus `stamp_offset + 4 <=
+        // slot_size`; 4-aligned since the slot start is and `stamp_offset`
+        // is a multiple of 4. Every bit pattern is a valid `AtomicU32`, and
+        // atomics tolerate a peer's concurrent writes. The stamp never
+        // overlaps the entry (`stamp_offset >= size_of::<T>()`), so it is
+        // never accessed non-atomically.
+        unsafe {
+            &*self
+                .slots
+                .as_ptr()
+                .add(i * self.slot_size + self.stamp_offset)
+                .cast::<AtomicU32>()
+        }
     }
 }
