@@ -358,3 +358,21 @@ fn init_and_attach_in_caller_memory() {
     drop((tx, rx));
     drop(mem);
 }
+
+#[test]
+fn entries_taken_by_their_stamps_keep_len_exact() {
+    // The consumer takes entries by their slots' stamps without reading
+    // `tail`; `len` (which reads it) must agree afterwards, also when a
+    // whole ring was taken between two reads, and across the u32 wrap.
+    let (mut tx, mut rx) = ring::channel_with_start::<u64>(4, u32::MAX - 5).unwrap();
+    for round in 0..4u64 {
+        assert_eq!(tx.push_slice(&[round; 4]).unwrap(), 4);
+        assert_eq!(rx.pop_into(&mut [0; 8]).unwrap(), 4);
+        assert_eq!(rx.len().unwrap(), 0);
+        tx.push(round).unwrap();
+        assert_eq!(rx.len().unwrap(), 1);
+        assert!(!rx.is_empty().unwrap());
+        assert_eq!(rx.pop().unwrap(), Some(round));
+        assert!(rx.is_empty().unwrap());
+    }
+}

@@ -74,13 +74,16 @@ impl<T: Pod> Consumer<T> {
         self.ring.stamp(index).load(order) == index.wrapping_add(1)
     }
 
-    /// Moves `head` past `n` entries just read, and publishes it.
+    /// Moves `head` past `n <= capacity` entries just read, and publishes
+    /// it.
     fn advance(&mut self, n: u32) {
+        // In `0..=capacity`, like `n`.
+        let known = self.cached_len();
         self.head = self.head.wrapping_add(n);
         // The entries were published, so the producer's tail is at least
         // `head` now, and every later read of it shows that (it stored
         // `tail` before the stamps we acquired).
-        if self.cached_len() > self.ring.capacity {
+        if n > known {
             self.tail = self.head;
         }
         // Release: our reads of the slots happen before the producer's
