@@ -1192,7 +1192,15 @@ fn main() {
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
     let systems: Vec<System> = System::ALL
         .into_iter()
-        .filter(|s| filters.is_empty() || filters.iter().any(|f| s.name().contains(f.as_str())))
+        .filter(|s| {
+            // `=name` picks that system alone; other words, every system
+            // whose name contains them.
+            filters.is_empty()
+                || filters.iter().any(|f| match f.strip_prefix('=') {
+                    Some(exact) => s.name() == exact,
+                    None => s.name().contains(f.as_str()),
+                })
+        })
         .collect();
     let only: Option<Vec<usize>> = std::env::var("IPC_BENCH_SIZES").ok().map(|v| {
         v.split(',')
