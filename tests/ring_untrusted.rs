@@ -79,6 +79,12 @@ fn assert_corrupt(err: &RingError, index: &str) {
     );
 }
 
+/// [`assert_corrupt`], and the message names the value and the range.
+fn assert_corrupt_saying(err: &RingError, index: &str, says: &str) {
+    assert_corrupt(err, index);
+    assert!(err.to_string().contains(says), "{err}");
+}
+
 #[test]
 fn attach_rejects_wrong_magic() {
     let r = Region::new(4096);
@@ -234,12 +240,7 @@ fn consumer_rejects_tail_one_past_capacity() {
     let mut rx = r.init(8).into_consumer();
     r.set(TAIL, 8 + 1);
     let err = rx.len().unwrap_err();
-    assert_corrupt(&err, "tail");
-    assert!(
-        err.to_string()
-            .contains("is 9, outside the valid range 0..=8"),
-        "{err}"
-    );
+    assert_corrupt_saying(&err, "tail", "is 9, outside the valid range 0..=8");
     // Sticky: even after the peer "fixes" tail, the consumer stays failed.
     r.set(TAIL, 1);
     assert_eq!(rx.pop().unwrap_err(), err);
@@ -303,12 +304,7 @@ fn consumer_rejects_tail_behind_what_the_stamps_published() {
     assert_eq!(rx.pop_into(&mut [0; 8]).unwrap(), 3);
     r.set(TAIL, 2);
     let err = rx.len().unwrap_err();
-    assert_corrupt(&err, "tail");
-    assert!(
-        err.to_string()
-            .contains("is 2, outside the valid range 3..=11"),
-        "{err}"
-    );
+    assert_corrupt_saying(&err, "tail", "is 2, outside the valid range 3..=11");
 }
 
 #[test]
@@ -327,12 +323,7 @@ fn producer_rejects_head_past_tail() {
     tx.push_slice(&[1, 2]).unwrap();
     r.set(HEAD, 3);
     let err = tx.free_slots().unwrap_err();
-    assert_corrupt(&err, "head");
-    assert!(
-        err.to_string()
-            .contains("head is 3, outside the valid range 0..=2"),
-        "{err}"
-    );
+    assert_corrupt_saying(&err, "head", "head is 3, outside the valid range 0..=2");
     // Sticky, and pushes hand the value back.
     match tx.push(7) {
         Err(PushError::Corrupt(7, e)) => assert_eq!(e, err),

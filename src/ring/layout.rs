@@ -230,7 +230,7 @@ pub(crate) fn slot_size(entry_size: u32) -> u64 {
     if raw <= 64 {
         raw.next_power_of_two()
     } else {
-        raw.div_ceil(CACHE_PAD as u64) * CACHE_PAD as u64
+        raw.next_multiple_of(CACHE_PAD as u64)
     }
 }
 

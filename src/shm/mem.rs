@@ -37,8 +37,9 @@ pub const ARENA_ALIGN: usize = 64;
 /// of an arena writes an allocation's bytes, then publishes a [`Desc`]
 /// for it on a ring (the ring's `Release` stores of its tail and stamps
 /// order the relaxed byte stores before them, and the consumer's `Acquire`
-/// load of a stamp makes them visible); the peer only reads those bytes until it hands the
-/// descriptor back, and the owner does not write them meanwhile.
+/// load of a stamp makes them visible); the peer only reads those bytes
+/// until it hands the descriptor back, and the owner does not write them
+/// meanwhile.
 ///
 /// Zero-copy users may borrow the bytes with the `unsafe`
 /// [`slice`](Self::slice) / [`slice_mut`](Self::slice_mut), whose contract
