@@ -78,7 +78,9 @@
 //! `cargo bench --bench ipc [-- SYSTEM...]` runs it (several minutes),
 //! prints `ipc/<size>/<system>` lines and a table, and writes
 //! `target/ipc-bench.csv` (or `$IPC_BENCH_CSV`) for `cargo run --example
-//! ipc_plot`; `IPC_BENCH_SIZES=4,65536` measures only those buf_sizes.
+//! ipc_plot`; `IPC_BENCH_SIZES=4,65536` measures only those buf_sizes;
+//! `IPC_BENCH_WINDOW_KIB=N` sets the green clients'
+//! `ClientConfig::max_in_flight` to N KiB (default: the library's).
 //! `cargo test --benches` runs every system once with 8 callers and two
 //! calls each, as a smoke test.
 use std::io::{self, BufRead, Read, Write};
@@ -328,7 +330,11 @@ fn green_client(
     record: bool,
 ) -> Measured {
     let rt = green_runtime(sys);
-    let config = green::ipc::ClientConfig::default().max_region(4 << 30);
+    let mut config = green::ipc::ClientConfig::default().max_region(4 << 30);
+    if let Ok(v) = std::env::var("IPC_BENCH_WINDOW_KIB") {
+        let kib: u64 = v.parse().expect("IPC_BENCH_WINDOW_KIB: KiB");
+        config = config.max_in_flight(kib.saturating_mul(1 << 10));
+    }
     let path = path.to_owned();
     // Connected from the runtime's own carrier: one lane per carrier of it.
     let client = Arc::new(

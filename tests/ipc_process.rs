@@ -252,6 +252,137 @@ fn handler_threads_per_connection_are_capped() {
     );
 }
 
+/// A `NAP` request of `len` bytes (in the arena), tagged `i`.
+fn nap(len: usize, i: usize) -> Vec<u8> {
+    let mut v = format!("NAP {i} ").into_bytes();
+    v.resize(len, i as u8);
+    v
+}
+
+/// The most `NAP` handlers the server has run at once.
+fn peak(client: &Client) -> usize {
+    usize::from_le_bytes(client.call(b"PEAK").unwrap().to_vec().try_into().unwrap())
+}
+
+#[test]
+fn request_bodies_in_flight_are_held_to_max_in_flight() {
+    // 100 KB: two 40 KB bodies fit, a third waits for one to be answered.
+    // Blocking callers and futures share the wait, and all complete.
+    with_server("window", &[], move |path| {
+        let config = ClientConfig::default().lanes(1).max_in_flight(100_000);
+        let client = Arc::new(Client::connect_with(&path, config).unwrap());
+        let async_calls: Vec<_> = (0..8)
+            .map(|i| {
+                let c = client.clone();
+                green::spawn_async(async move {
+                    for round in 0..3 {
+                        let req = nap(40_000, 100 + i * 3 + round);
+                        assert_eq!(c.call_async(&req).await.unwrap().to_vec(), req);
+                    }
+                })
+            })
+            .collect();
+        on_green_threads(&client, 16, |c, i| {
+            for round in 0..3 {
+                let req = nap(40_000, i * 3 + round);
+                assert_eq!(c.call(&req).unwrap().to_vec(), req);
+            }
+        });
+        for h in async_calls {
+            h.join().unwrap();
+        }
+        assert_eq!(peak(&client), 2, "calls with 40 KB bodies at once");
+    });
+    // A limit below one body: still two at a time, never none.
+    with_server("window-small", &[], move |path| {
+        let config = ClientConfig::default().lanes(1).max_in_flight(10_000);
+        let client = Arc::new(Client::connect_with(&path, config).unwrap());
+        on_green_threads(&client, 8, |c, i| {
+            for round in 0..2 {
+                let req = nap(40_000, i * 2 + round);
+                assert_eq!(c.call(&req).unwrap().to_vec(), req);
+            }
+        });
+        assert_eq!(peak(&client), 2, "calls with 40 KB bodies at once");
+    });
+}
+
+#[test]
+fn calls_waiting_for_a_full_arena_each_get_their_turn() {
+    // A 64 KiB client arena holds one 40 KB body: 12 callers and 4 futures
+    // queue for it, each takes its turn, and all are answered.
+    with_server(
+        "arena-queue",
+        &[("GREEN_IPC_CLIENT_ARENA", "65536")],
+        move |path| {
+            let config = ClientConfig::default()
+                .lanes(1)
+                .max_in_flight(u64::MAX)
+                .arena_full(ArenaFullPolicy::Wait(Duration::from_secs(20)));
+            let client = Arc::new(Client::connect_with(&path, config).unwrap());
+            let futures: Vec<_> = (0..4)
+                .map(|i| {
+                    let c = client.clone();
+                    green::spawn_async(async move {
+                        let req = nap(40_000, 100 + i);
+                        assert_eq!(c.call_async(&req).await.unwrap().to_vec(), req);
+                    })
+                })
+                .collect();
+            on_green_threads(&client, 12, |c, i| {
+                let req = nap(40_000, i);
+                assert_eq!(c.call(&req).unwrap().to_vec(), req);
+            });
+            for f in futures {
+                f.join().unwrap();
+            }
+            assert_eq!(peak(&client), 1, "calls with 40 KB bodies at once");
+        },
+    );
+}
+
+#[test]
+fn the_in_flight_limit_holds_back_only_arena_bodies_and_never_fails() {
+    with_server("window-inline", &[], move |path| {
+        // Fail when the arena is full: the in-flight limit is not a
+        // shortage and waits anyway.
+        let config = ClientConfig::default()
+            .lanes(1)
+            .max_in_flight(10_000)
+            .arena_full(ArenaFullPolicy::Fail);
+        let client = Arc::new(Client::connect_with(&path, config).unwrap());
+        let long = |c: Arc<Client>, tag: u8| {
+            green::spawn(move || {
+                let mut req = b"SLEEPLONG".to_vec();
+                req.resize(40_000, tag);
+                assert_eq!(c.call(&req).unwrap().to_vec(), req);
+            })
+        };
+        let longs = [long(client.clone(), 1), long(client.clone(), 2)];
+        green::thread::sleep(Duration::from_millis(100));
+        // Two 40 KB bodies in flight: a third waits for one to come back.
+        let c = client.clone();
+        let third = green::spawn(move || {
+            let req = nap(40_000, 3);
+            c.call(&req).map(|r| r.to_vec() == req)
+        });
+        // Bodies that travel inside their descriptors go meanwhile.
+        on_green_threads(&client, 10, |c, i| {
+            let req = format!("NAP {i}");
+            assert!(req.len() <= green::ipc::INLINE_MAX);
+            assert_eq!(c.call(req.as_bytes()).unwrap().to_vec(), req.as_bytes());
+        });
+        assert!(
+            !longs[0].is_finished() && !longs[1].is_finished() && !third.is_finished(),
+            "the 5 s calls ended before the short ones, or the third did not wait"
+        );
+        for h in longs {
+            h.join().unwrap();
+        }
+        assert!(third.join().unwrap().unwrap());
+    });
+}
+
 #[test]
 fn blocked_handlers_do_not_hold_up_other_calls() {
     // Each call blocks its handler until all 200 have arrived: they all

@@ -30,6 +30,8 @@ pub(super) struct Blocks {
     /// Free blocks per class (offsets), still allocated in `arena`.
     cache: [Vec<u64>; CLASSES],
     cached_bytes: u64,
+    /// Bytes reserved by the blocks handed out.
+    live_bytes: u64,
 }
 
 /// Hashes an arena offset with one multiply: the keys of `live` are
@@ -74,12 +76,18 @@ impl Blocks {
             live: HashMap::default(),
             cache: Default::default(),
             cached_bytes: 0,
+            live_bytes: 0,
         }
     }
 
     /// Usable bytes of the arena.
     pub(super) fn capacity(&self) -> u64 {
         self.arena.capacity()
+    }
+
+    /// Bytes reserved by the blocks handed out now.
+    pub(super) fn live_bytes(&self) -> u64 {
+        self.live_bytes
     }
 
     /// Reserves room for a body of `len` bytes.
@@ -92,6 +100,7 @@ impl Blocks {
             Some((size, class)) => {
                 if let Some(offset) = self.cache[class].pop() {
                     self.cached_bytes -= size;
+                    self.live_bytes += size;
                     self.live.insert(offset, (len, size));
                     return Ok(Alloc { offset, len });
                 }
@@ -115,6 +124,7 @@ impl Blocks {
                 })
             }
         };
+        self.live_bytes += reserve;
         self.live.insert(a.offset, (len, reserve));
         Ok(Alloc {
             offset: a.offset,
@@ -132,6 +142,7 @@ impl Blocks {
         let Some((_, reserved)) = self.live.remove(&offset) else {
             return false;
         };
+        self.live_bytes -= reserved;
         match class_of(reserved) {
             Some((size, class))
                 if size == reserved && self.cached_bytes + size <= self.arena.capacity() / 4 =>
@@ -182,9 +193,11 @@ mod tests {
         let mut b = Blocks::new(Arena::heap(64 << 10));
         let x = b.alloc(100).unwrap();
         assert_eq!(b.reserved(x.offset), Some(128));
+        assert_eq!(b.live_bytes(), 128);
         assert!(!b.free(x.offset, Some(99)), "wrong length accepted");
         assert!(!b.free(x.offset + 64, None), "interior offset accepted");
         assert!(b.free(x.offset, Some(100)));
+        assert_eq!(b.live_bytes(), 0);
         assert!(!b.free(x.offset, Some(100)), "double free accepted");
         // Same class: the cached block comes back.
         assert_eq!(b.alloc(65).unwrap().offset, x.offset);
@@ -194,6 +207,7 @@ mod tests {
         assert!(b.free(x.offset, None));
         let big = b.alloc(64 << 10).unwrap();
         assert_eq!(big.len, 64 << 10);
+        assert_eq!(b.live_bytes(), 64 << 10);
         let full = b.alloc(1).unwrap_err();
         assert_eq!(full.requested, 1);
         assert!(b.free(big.offset, Some(64 << 10)));

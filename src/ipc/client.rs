@@ -1,6 +1,7 @@
 //! [`Client`]: one connection, shared by any number of callers.
 
 use std::cell::UnsafeCell;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -229,14 +230,44 @@ struct State {
     releases: Vec<Desc>,
     /// Why the connection is closed, once it is.
     closed: Option<(io::ErrorKind, String)>,
-    /// Calls waiting for arena space, woken when a body is freed.
-    space_waiters: Vec<SpaceWaiter>,
+    /// Calls waiting to place a body in the arena (for room, or under
+    /// [`ClientConfig::max_in_flight`]), first come first served, by
+    /// ticket. One is woken per body freed, and each that gets its space
+    /// wakes the next: a waiter taken off the queue holds the turn until
+    /// it has space, queues again at the front, or hands the turn on.
+    space_waiters: VecDeque<(u64, SpaceWaiter)>,
+    next_ticket: u64,
+    /// Request bodies in our arena on their way: counted from allocation
+    /// for a request copied in (it is pushed right after), from the push
+    /// for one built in place (a builder the caller holds is not counted:
+    /// a wait on it might never end), until the response frees the body.
+    /// Each ends, so a wait for one of them to end does too.
+    sending: usize,
 }
 
 /// A call waiting for space in the client arena.
 enum SpaceWaiter {
     Thread(Thread),
     Waker(Waker),
+}
+
+/// A call's progress toward space for its body.
+#[derive(Default)]
+struct SpaceWait {
+    /// When it first found the arena full: the [`ArenaFullPolicy`]
+    /// deadline runs from here.
+    full_since: Option<Instant>,
+    /// Its ticket, from when it first queued until it has space or gives
+    /// up. Queued, or (no longer in the queue) its turn has come.
+    ticket: Option<u64>,
+}
+
+/// What one attempt at space gave.
+enum Space {
+    Got(Alloc),
+    /// Wait to be woken, or until the deadline (`None`: no deadline).
+    Wait(Option<Instant>),
+    Fail(io::Error),
 }
 
 impl SpaceWaiter {
@@ -246,15 +277,6 @@ impl SpaceWaiter {
             SpaceWaiter::Waker(w) => w.wake(),
         }
     }
-}
-
-/// How [`Inner::alloc`] waits when the arena is full (under
-/// [`ArenaFullPolicy::Wait`]).
-enum AllocWait<'a> {
-    /// Park until space is freed (or the policy's deadline).
-    Park,
-    /// Register this waker for the next free and return `Ok(None)`.
-    Register(&'a Waker),
 }
 
 struct Inner {
@@ -284,11 +306,128 @@ struct Inner {
 }
 
 impl State {
-    /// Frees a body of ours and hands back the calls waiting for space
-    /// (to wake once the lock is released).
-    fn free_body(&mut self, offset: u64) -> Vec<SpaceWaiter> {
+    /// Frees a body of ours; returns the call whose turn for space it is
+    /// now (to wake once the lock is released).
+    /// `sending`: the body was counted in [`State::sending`].
+    fn free_body(&mut self, offset: u64, sending: bool) -> Option<SpaceWaiter> {
         self.arena.free(offset, None);
-        std::mem::take(&mut self.space_waiters)
+        self.sending -= usize::from(sending);
+        self.next_turn()
+    }
+
+    /// Takes the first waiter for space off the queue: its turn.
+    fn next_turn(&mut self) -> Option<SpaceWaiter> {
+        self.space_waiters.pop_front().map(|(_, w)| w)
+    }
+
+    /// One attempt to place a body of `len` bytes (`len` fits the arena),
+    /// for a call at `wait`, with `config`'s limits. `waiter` is what to
+    /// queue if it must wait (`None`: do not queue); `copied`: the body is
+    /// a request copied in and sent at once (counted in `sending` from
+    /// here). The second value is a call whose turn has come, to wake once
+    /// the lock is released.
+    fn try_space(
+        &mut self,
+        len: u64,
+        wait: &mut SpaceWait,
+        waiter: Option<SpaceWaiter>,
+        copied: bool,
+        config: &ClientConfig,
+    ) -> (Space, Option<SpaceWaiter>) {
+        if let Some(t) = wait.ticket {
+            if let Some(slot) = self.space_waiters.iter_mut().find(|(k, _)| *k == t) {
+                // Still queued (woken by something else): keep the place,
+                // with the latest waker.
+                if let Some(w) = waiter {
+                    slot.1 = w;
+                }
+                let limit = match (wait.full_since, config.arena_full) {
+                    (Some(since), ArenaFullPolicy::Wait(d)) => Some((since, d)),
+                    _ => None,
+                };
+                if let Some((_, d)) = limit.filter(|&(since, d)| since.elapsed() >= d) {
+                    let turn = self.leave(wait);
+                    return (Space::Fail(self.no_room(len, d)), turn);
+                }
+                return (Space::Wait(limit.map(|(since, d)| since + d)), None);
+            }
+        }
+        // A call whose turn came goes back to the front; a new one waits
+        // behind those already waiting.
+        let turn = wait.ticket.is_some();
+        let window =
+            self.sending >= 2 && self.arena.live_bytes().saturating_add(len) > config.max_in_flight;
+        if window || (!turn && !self.space_waiters.is_empty()) {
+            self.queue(wait, waiter, turn);
+            return (Space::Wait(None), None);
+        }
+        match self.arena.alloc(len) {
+            Ok(a) => {
+                wait.ticket = None;
+                self.sending += usize::from(copied);
+                // Room may remain for the next in line: its turn.
+                (Space::Got(a), self.next_turn())
+            }
+            Err(full) => match config.arena_full {
+                ArenaFullPolicy::Wait(d) => {
+                    let since = *wait.full_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= d {
+                        return (Space::Fail(full.into()), self.leave(wait));
+                    }
+                    self.queue(wait, waiter, turn);
+                    (Space::Wait(Some(since + d)), None)
+                }
+                ArenaFullPolicy::Fail => (Space::Fail(full.into()), self.leave(wait)),
+            },
+        }
+    }
+
+    /// Queues the call at `wait` (at the front if its turn had come).
+    fn queue(&mut self, wait: &mut SpaceWait, waiter: Option<SpaceWaiter>, front: bool) {
+        let Some(w) = waiter else {
+            return;
+        };
+        let t = *wait.ticket.get_or_insert_with(|| {
+            self.next_ticket += 1;
+            self.next_ticket
+        });
+        if front {
+            self.space_waiters.push_front((t, w));
+        } else {
+            self.space_waiters.push_back((t, w));
+        }
+    }
+
+    /// The call at `wait` stops waiting for space. If its turn had come,
+    /// or it was first in line, the turn passes to the next (returned, to
+    /// wake): nobody else would wake that one.
+    #[must_use]
+    fn leave(&mut self, wait: &mut SpaceWait) -> Option<SpaceWaiter> {
+        let t = wait.ticket.take()?;
+        match self.space_waiters.iter().position(|(k, _)| *k == t) {
+            Some(i) => {
+                self.space_waiters.remove(i);
+                if i == 0 {
+                    self.next_turn()
+                } else {
+                    None
+                }
+            }
+            None => self.next_turn(),
+        }
+    }
+
+    /// The error of a call that waited `waited` for room for `len` bytes.
+    fn no_room(&self, len: u64, waited: Duration) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            format!(
+                "ipc: no room for a {len}-byte request body in the client arena \
+                 ({} of {} bytes in use) after waiting {waited:?}",
+                self.arena.live_bytes(),
+                self.arena.capacity()
+            ),
+        )
     }
 
     /// Pushes queued `RELEASE`s; returns whether any went out.
@@ -345,7 +484,7 @@ impl Inner {
         for w in wake {
             w.run();
         }
-        for w in space {
+        for (_, w) in space {
             w.wake();
         }
         (self.wake_reader)();
@@ -398,70 +537,76 @@ impl Inner {
         }
     }
 
-    /// Allocates `len` bytes in our arena under the configured policy;
-    /// when it must wait, `wait` says how. `Ok(None)` only with
-    /// [`AllocWait::Register`]. `start` is when the call began waiting
-    /// for space; `None`: now (the clock is read only if the arena is
-    /// full).
-    fn alloc(
+    /// One attempt to place a body of `len` bytes in our arena (see
+    /// [`State::try_space`]); wakes the call whose turn it makes.
+    fn try_alloc(
         &self,
         len: u64,
-        mut start: Option<Instant>,
-        wait: AllocWait<'_>,
-    ) -> io::Result<Option<Alloc>> {
+        wait: &mut SpaceWait,
+        waiter: Option<SpaceWaiter>,
+        copied: bool,
+    ) -> Space {
+        let (space, turn) = {
+            let mut st = self.state.lock();
+            if st.closed.is_some() {
+                let turn = st.leave(wait);
+                (Space::Fail(st.closed_error()), turn)
+            } else if len > st.arena.capacity() {
+                let turn = st.leave(wait);
+                let e = io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    format!(
+                        "ipc request of {len} bytes exceeds the client arena ({} bytes)",
+                        st.arena.capacity()
+                    ),
+                );
+                (Space::Fail(e), turn)
+            } else {
+                st.try_space(len, wait, waiter, copied, &self.config)
+            }
+        };
+        if let Some(w) = turn {
+            w.wake();
+        }
+        space
+    }
+
+    /// Places a body of `len` bytes in our arena, parking while it must
+    /// wait (for room, under the [`ArenaFullPolicy`], or for calls in
+    /// flight, under [`ClientConfig::max_in_flight`]). `copied` as for
+    /// [`State::try_space`].
+    fn alloc(&self, len: u64, copied: bool) -> io::Result<Alloc> {
+        let mut wait = SpaceWait::default();
         loop {
-            let timeout = {
-                let mut st = self.state.lock();
-                if st.closed.is_some() {
-                    return Err(st.closed_error());
+            let me = SpaceWaiter::Thread(crate::thread::current());
+            match self.try_alloc(len, &mut wait, Some(me), copied) {
+                Space::Got(a) => return Ok(a),
+                Space::Fail(e) => return Err(e),
+                // Woken when its turn comes (a body freed, or the call
+                // before it placed its own), or at the deadline; the park
+                // token makes a wake-up between the unlock and here count.
+                Space::Wait(None) => crate::thread::park(),
+                Space::Wait(Some(deadline)) => {
+                    crate::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
                 }
-                if len > st.arena.capacity() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::OutOfMemory,
-                        format!(
-                            "ipc request of {len} bytes exceeds the client arena ({} bytes)",
-                            st.arena.capacity()
-                        ),
-                    ));
-                }
-                match st.arena.alloc(len) {
-                    Ok(a) => return Ok(Some(a)),
-                    Err(full) => {
-                        let ArenaFullPolicy::Wait(t) = self.config.arena_full else {
-                            return Err(full.into());
-                        };
-                        let waited = start.get_or_insert_with(Instant::now).elapsed();
-                        if waited >= t {
-                            return Err(full.into());
-                        }
-                        match wait {
-                            AllocWait::Register(w) => {
-                                st.space_waiters.push(SpaceWaiter::Waker(w.clone()));
-                                return Ok(None);
-                            }
-                            AllocWait::Park => {
-                                st.space_waiters
-                                    .push(SpaceWaiter::Thread(crate::thread::current()));
-                                t - waited
-                            }
-                        }
-                    }
-                }
-            };
-            // Woken by the next free (a response arriving frees its
-            // request's body), or at the deadline; the park token makes a
-            // wake-up between the unlock and here count.
-            crate::thread::park_timeout(timeout);
+            }
         }
     }
 
     /// Pushes the call; returns its slab key, or `None` if the ring is
     /// full (nothing changed then).
-    fn try_push(&self, body: Out, waiter: &mut Option<Waiter>) -> io::Result<Option<usize>> {
+    /// `built`: the body was built in place (not yet counted in
+    /// [`State::sending`]).
+    fn try_push(
+        &self,
+        body: Out,
+        built: bool,
+        waiter: &mut Option<Waiter>,
+    ) -> io::Result<Option<usize>> {
         let mut st = self.state.lock();
         if st.closed.is_some() {
             if let Some(off) = body.arena_offset() {
-                let _ = st.free_body(off);
+                let _ = st.free_body(off, !built);
             }
             return Err(st.closed_error());
         }
@@ -480,11 +625,13 @@ impl Inner {
                 return Err(io::Error::new(io::ErrorKind::BrokenPipe, e.to_string()));
             }
         }
+        let req = body.arena_offset();
+        st.sending += usize::from(built && req.is_some());
         st.pending.insert(Pending {
             id,
             waiter: waiter.take().expect("one push per call"),
             result: None,
-            req: body.arena_offset(),
+            req,
             abandoned: false,
         });
         st.seq = seq.wrapping_add(1);
@@ -494,7 +641,7 @@ impl Inner {
 
     /// Makes the call: pushes it (waiting while the ring is full), then
     /// waits for its result in a slot on this stack.
-    fn call(self: &Arc<Self>, body: Out) -> io::Result<Response> {
+    fn call(self: &Arc<Self>, body: Out, built: bool) -> io::Result<Response> {
         let slot = CallSlot::new();
         let mut waiter = Some(Waiter::Slot(SlotRef(NonNull::from(&slot))));
         // The caller polls the response ring itself from before its push
@@ -506,7 +653,7 @@ impl Inner {
         self.pollers.fetch_add(1, Ordering::SeqCst);
         let mut backoff = Backoff::new();
         loop {
-            match self.try_push(body, &mut waiter) {
+            match self.try_push(body, built, &mut waiter) {
                 Ok(Some(_)) => break,
                 Ok(None) => {
                     // The request ring is full: keep responses flowing
@@ -563,21 +710,22 @@ impl Inner {
         })
     }
 
-    /// Allocates a body in our arena (waiting for space per the policy)
-    /// and copies `bytes` in.
+    /// Allocates a body in our arena (waiting for space, see
+    /// [`alloc`](Self::alloc)) and copies `bytes` in.
     fn write_body(&self, bytes: &[u8]) -> io::Result<Out> {
-        let a = self
-            .alloc(bytes.len() as u64, None, AllocWait::Park)?
-            .expect("a parking alloc returns an allocation or an error");
-        self.mem.copy_to_owned(a.offset, bytes)?;
+        let a = self.alloc(bytes.len() as u64, true)?;
+        if let Err(e) = self.mem.copy_to_owned(a.offset, bytes) {
+            self.free_body(a.offset, true);
+            return Err(e.into());
+        }
         Ok(Out::Arena(a))
     }
 
-    /// Frees a body of ours that was never sent and wakes the calls
-    /// waiting for space.
-    fn free_body(&self, offset: u64) {
-        let waiters = self.state.lock().free_body(offset);
-        for w in waiters {
+    /// Frees a body of ours that was never sent and wakes the call whose
+    /// turn for space it is. `sending` as for [`State::free_body`].
+    fn free_body(&self, offset: u64, sending: bool) {
+        let turn = self.state.lock().free_body(offset, sending);
+        if let Some(w) = turn {
             w.wake();
         }
     }
@@ -585,11 +733,12 @@ impl Inner {
     /// Handles a batch of response descriptors (the reader).
     fn complete(&self, descs: &[Desc]) -> Result<(), String> {
         let mut wake = Vec::new();
+        let mut turns = Vec::new();
         let mut res = Ok(());
-        let space = {
+        {
             let mut st = self.state.lock();
             for d in descs {
-                if let Err(e) = self.complete_one(&mut st, d, &mut wake) {
+                if let Err(e) = self.complete_one(&mut st, d, &mut wake, &mut turns) {
                     res = Err(e);
                     break;
                 }
@@ -597,18 +746,25 @@ impl Inner {
             if st.flush_releases() {
                 let _ = st.tx.notify();
             }
-            std::mem::take(&mut st.space_waiters)
-        };
+        }
         for w in wake {
             w.run();
         }
-        for w in space {
+        for w in turns {
             w.wake();
         }
         res
     }
 
-    fn complete_one(&self, st: &mut State, d: &Desc, wake: &mut Vec<Wake>) -> Result<(), String> {
+    /// Handles one response: settles its call and frees its request body;
+    /// the call whose turn for space that makes goes in `turns`.
+    fn complete_one(
+        &self,
+        st: &mut State,
+        d: &Desc,
+        wake: &mut Vec<Wake>,
+        turns: &mut Vec<SpaceWaiter>,
+    ) -> Result<(), String> {
         match d.opcode {
             REPLY => {
                 if let Body::Shared { offset, len, .. } = Body::from_desc(&self.peer_mem, d)? {
@@ -634,8 +790,7 @@ impl Inner {
             }
         };
         if let Some(off) = req {
-            // Waiters for space are woken once the batch is done.
-            st.arena.free(off, None);
+            turns.extend(st.free_body(off, true));
         }
         if st.pending[key].abandoned {
             st.pending.remove(key);
@@ -852,7 +1007,9 @@ impl Client {
                 seq: 0,
                 releases: Vec::new(),
                 closed: None,
-                space_waiters: Vec::new(),
+                space_waiters: VecDeque::new(),
+                next_ticket: 0,
+                sending: 0,
             })),
             rx_peek: rx.peek(),
             rx: Padded(Mutex::new(rx)),
@@ -918,7 +1075,7 @@ impl Client {
             Some(out) => out,
             None => lane.write_body(request)?,
         };
-        lane.call(body)
+        lane.call(body, false)
     }
 
     /// Reserves `len` bytes for a request in the arena, to be written in
@@ -943,10 +1100,7 @@ impl Client {
         let body = if len <= INLINE_MAX {
             Out::Inline([0; INLINE_MAX], len as u8)
         } else {
-            let a = lane
-                .alloc(len as u64, None, AllocWait::Park)?
-                .expect("a blocking alloc returns an allocation or an error");
-            Out::Arena(a)
+            Out::Arena(lane.alloc(len as u64, false)?)
         };
         Ok(RequestBuilder {
             lane,
@@ -956,27 +1110,28 @@ impl Client {
     }
 
     /// [`call`](Self::call) as a future, on the same rings: the request is
-    /// copied into the arena now (or, if the arena or ring is full, at a
-    /// later poll); the response is awaited without blocking a thread.
-    pub fn call_async(&self, request: &[u8]) -> CallFuture {
+    /// copied into the arena now (or, if it must wait for space, at the
+    /// poll that finds it; the future borrows `request` until then); the
+    /// response is awaited without blocking a thread.
+    pub fn call_async<'a>(&self, request: &'a [u8]) -> CallFuture<'a> {
         let lane = self.lane();
         let state = match Out::inline(request) {
             Some(out) => FutState::Push(out),
-            None => match lane.alloc(
-                request.len() as u64,
-                None,
-                AllocWait::Register(Waker::noop()),
-            ) {
-                Ok(Some(a)) => match lane.mem.copy_to_owned(a.offset, request) {
-                    Ok(()) => FutState::Push(Out::Arena(a)),
-                    Err(e) => {
-                        lane.free_body(a.offset);
-                        FutState::Failed(e.into())
-                    }
-                },
-                Ok(None) => FutState::Start(request.to_vec(), Instant::now(), None),
-                Err(e) => FutState::Failed(e),
-            },
+            None => {
+                // Not queued yet: the first poll queues the future's waker.
+                let mut wait = SpaceWait::default();
+                match lane.try_alloc(request.len() as u64, &mut wait, None, true) {
+                    Space::Got(a) => match lane.mem.copy_to_owned(a.offset, request) {
+                        Ok(()) => FutState::Push(Out::Arena(a)),
+                        Err(e) => {
+                            lane.free_body(a.offset, true);
+                            FutState::Failed(e.into())
+                        }
+                    },
+                    Space::Wait(_) => FutState::Start(request, wait, None),
+                    Space::Fail(e) => FutState::Failed(e),
+                }
+            }
         };
         CallFuture {
             inner: lane.clone(),
@@ -1087,7 +1242,7 @@ impl RequestBuilder<'_> {
     /// As [`Client::call`].
     pub fn call(mut self) -> io::Result<Response> {
         match self.body.take() {
-            Some(body) => self.lane.call(body),
+            Some(body) => self.lane.call(body, true),
             None => Err(io::Error::other("request already sent")),
         }
     }
@@ -1096,7 +1251,7 @@ impl RequestBuilder<'_> {
 impl Drop for RequestBuilder<'_> {
     fn drop(&mut self) {
         if let Some(off) = self.body.take().and_then(Out::arena_offset) {
-            self.lane.free_body(off);
+            self.lane.free_body(off, false);
         }
     }
 }
@@ -1134,10 +1289,10 @@ impl std::fmt::Debug for Response {
     }
 }
 
-enum FutState {
-    /// The arena was full: the bytes, when the call began, and the timer
-    /// for the policy's deadline once one is set.
-    Start(Vec<u8>, Instant, Option<Pin<Box<crate::time::Sleep>>>),
+enum FutState<'a> {
+    /// Waiting for space in the arena: the request, the call's place in
+    /// the wait, and the timer for the policy's deadline once there is one.
+    Start(&'a [u8], SpaceWait, Option<Pin<Box<crate::time::Sleep>>>),
     /// Written (inline or in the arena), not yet pushed.
     Push(Out),
     /// On the ring, waiting for the response; while `spin` is set (with
@@ -1151,17 +1306,18 @@ enum FutState {
     Done,
 }
 
-/// The future of [`Client::call_async`]. While the arena or the request
-/// ring is full it re-polls itself (a busy retry through the executor);
-/// once the call is on the ring it sleeps until the reader wakes it.
-/// Dropping it early abandons the call: the response is released when it
-/// arrives.
-pub struct CallFuture {
+/// The future of [`Client::call_async`]. While it waits for arena space
+/// it sleeps until its turn (or the [`ArenaFullPolicy`] deadline); while
+/// the request ring is full it re-polls itself (a busy retry through the
+/// executor); once the call is on the ring it sleeps until the reader
+/// wakes it. Dropping it early abandons the call: the response is
+/// released when it arrives.
+pub struct CallFuture<'a> {
     inner: Arc<Inner>,
-    state: FutState,
+    state: FutState<'a>,
 }
 
-impl Future for CallFuture {
+impl Future for CallFuture<'_> {
     type Output = io::Result<Response>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -1169,35 +1325,37 @@ impl Future for CallFuture {
         let inner = this.inner.clone();
         loop {
             match std::mem::replace(&mut this.state, FutState::Done) {
-                FutState::Start(bytes, t0, timer) => {
+                FutState::Start(bytes, mut wait, timer) => {
                     let len = bytes.len() as u64;
-                    match inner.alloc(len, Some(t0), AllocWait::Register(cx.waker())) {
-                        Ok(Some(a)) => {
-                            if let Err(e) = inner.mem.copy_to_owned(a.offset, &bytes) {
-                                inner.free_body(a.offset);
+                    let me = SpaceWaiter::Waker(cx.waker().clone());
+                    match inner.try_alloc(len, &mut wait, Some(me), true) {
+                        Space::Got(a) => {
+                            if let Err(e) = inner.mem.copy_to_owned(a.offset, bytes) {
+                                inner.free_body(a.offset, true);
                                 return Poll::Ready(Err(e.into()));
                             }
                             this.state = FutState::Push(Out::Arena(a));
                         }
-                        Ok(None) => {
-                            // Woken by a free, or by the timer at the
-                            // policy's deadline (then `alloc` fails).
+                        // Woken when its turn comes.
+                        Space::Wait(None) => {
+                            this.state = FutState::Start(bytes, wait, None);
+                            return Poll::Pending;
+                        }
+                        // Or by the timer at the policy's deadline (then
+                        // `try_alloc` fails).
+                        Space::Wait(Some(deadline)) => {
                             let mut timer = timer.unwrap_or_else(|| {
-                                let t = match inner.config.arena_full {
-                                    ArenaFullPolicy::Wait(t) => t,
-                                    ArenaFullPolicy::Fail => Duration::ZERO,
-                                };
-                                Box::pin(crate::time::sleep_until_async(t0 + t))
+                                Box::pin(crate::time::sleep_until_async(deadline))
                             });
                             if timer.as_mut().poll(cx).is_ready() {
-                                this.state = FutState::Start(bytes, t0, None);
+                                this.state = FutState::Start(bytes, wait, None);
                                 cx.waker().wake_by_ref();
                             } else {
-                                this.state = FutState::Start(bytes, t0, Some(timer));
+                                this.state = FutState::Start(bytes, wait, Some(timer));
                             }
                             return Poll::Pending;
                         }
-                        Err(e) => return Poll::Ready(Err(e)),
+                        Space::Fail(e) => return Poll::Ready(Err(e)),
                     }
                 }
                 FutState::Push(body) => {
@@ -1205,7 +1363,7 @@ impl Future for CallFuture {
                     // A poller from before the push: the reader stands
                     // aside only while someone polls the ring.
                     inner.pollers.fetch_add(1, Ordering::SeqCst);
-                    let pushed = inner.try_push(body, &mut w);
+                    let pushed = inner.try_push(body, false, &mut w);
                     if !matches!(pushed, Ok(Some(_))) {
                         inner.stop_polling(true);
                     }
@@ -1262,10 +1420,16 @@ impl Future for CallFuture {
     }
 }
 
-impl Drop for CallFuture {
+impl Drop for CallFuture<'_> {
     fn drop(&mut self) {
         match std::mem::replace(&mut self.state, FutState::Done) {
-            FutState::Push(Out::Arena(a)) => self.inner.free_body(a.offset),
+            FutState::Push(Out::Arena(a)) => self.inner.free_body(a.offset, true),
+            FutState::Start(_, mut wait, _) => {
+                let turn = self.inner.state.lock().leave(&mut wait);
+                if let Some(w) = turn {
+                    w.wake();
+                }
+            }
             FutState::Waiting { key, spin, .. } => {
                 if let Some((_, bit)) = spin {
                     self.inner.spinners.unclaim(bit);
@@ -1292,7 +1456,7 @@ impl Drop for CallFuture {
     }
 }
 
-impl std::fmt::Debug for CallFuture {
+impl std::fmt::Debug for CallFuture<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallFuture").finish_non_exhaustive()
     }

@@ -130,11 +130,25 @@
 //!   with a backoff from 20 µs to 1 ms: the ring frees when the other
 //!   process pops, which it does without waiting for handlers. A full
 //!   arena follows [`ArenaFullPolicy`]: wait (the call parks, or the
-//!   future registers its waker, and is woken by the next free in that
-//!   arena: a response arriving frees its request body, a `RELEASE` frees
-//!   a response body; up to the policy's limit) or fail with
+//!   future registers its waker, and is woken by a free in that arena: a
+//!   response arriving frees its request body, a `RELEASE` frees a
+//!   response body; up to the policy's limit) or fail with
 //!   [`io::ErrorKind::OutOfMemory`]. A body larger than the whole arena
 //!   fails at once.
+//! - **Request bodies in flight are held to a few MiB per lane**
+//!   ([`ClientConfig::max_in_flight`], default 4 MiB): while two or more
+//!   calls with arena bodies are on their way, a call whose body would
+//!   take the lane past the limit waits for one of them to be answered.
+//!   Callers waiting for client arena space, for room or under this
+//!   limit, queue first come first served: each freed body wakes the
+//!   first in line, and each that gets its space wakes the next, so a
+//!   free wakes one caller, not all of them. The limit is there because
+//!   the bytes in flight decide where bodies live: 200 callers with
+//!   1 MiB bodies wrote 200 MiB before the server read the first, so
+//!   every body went out to memory and came back; held to 4 MiB they
+//!   stay in the CPU caches between writer and reader. In the 200-caller
+//!   bench this took green in place from about 120 to 55-70 µs per call
+//!   at 1 MiB, 36 to 16 µs at 256 KiB and 530 to 320 µs at 4 MiB.
 //! - **Handlers per connection are capped**
 //!   ([`ServerConfig::max_handlers`], default 1024): calls beyond the cap
 //!   queue and run on the handler green threads as they free up. A
@@ -472,17 +486,23 @@ pub struct ClientConfig {
     max_region: u64,
     arena_full: ArenaFullPolicy,
     lanes: Option<usize>,
+    max_in_flight: u64,
 }
+
+/// Default of [`ClientConfig::max_in_flight`].
+pub const DEFAULT_MAX_IN_FLIGHT: u64 = 4 << 20;
 
 impl Default for ClientConfig {
     /// Same-uid servers only, up to 1 GiB mapped per lane, wait up to 30 s for
-    /// request space, one lane per carrier.
+    /// request space, one lane per carrier, at most
+    /// [`DEFAULT_MAX_IN_FLIGHT`] bytes of request bodies in flight per lane.
     fn default() -> Self {
         ClientConfig {
             credentials: CredentialPolicy::SameUid,
             max_region: 1 << 30,
             arena_full: ArenaFullPolicy::default(),
             lanes: None,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
@@ -517,6 +537,27 @@ impl ClientConfig {
     /// lane).
     pub fn lanes(mut self, n: usize) -> Self {
         self.lanes = Some(n.max(1));
+        self
+    }
+
+    /// The most bytes of request bodies a lane keeps in its arena at once
+    /// while two or more calls with such bodies are on their way (default
+    /// [`DEFAULT_MAX_IN_FLIGHT`], 4 MiB; `u64::MAX`: no limit). A call
+    /// whose body would go past it waits, first come first served, until
+    /// calls in flight are answered; bodies short enough to travel inline
+    /// never wait. This is flow control, not a shortage: the wait has no
+    /// deadline ([`ArenaFullPolicy`] does not apply) and always ends,
+    /// since it waits only on calls already sent. A body larger than the
+    /// limit is sent when fewer than two others are in flight.
+    ///
+    /// Why: many callers with large bodies would otherwise each write
+    /// theirs at once, and the bytes in flight (200 callers with 1 MiB
+    /// each: 200 MiB each way) outgrow the CPU caches, so every body goes
+    /// out to memory and back. Held to a few MiB, each body is still in
+    /// cache when the server reads it, and the answer when the caller
+    /// reads that (BENCHMARKS.md measures the difference).
+    pub fn max_in_flight(mut self, bytes: u64) -> Self {
+        self.max_in_flight = bytes;
         self
     }
 }
