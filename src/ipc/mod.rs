@@ -146,9 +146,10 @@
 //!   the bytes in flight decide where bodies live: 200 callers with
 //!   1 MiB bodies wrote 200 MiB before the server read the first, so
 //!   every body went out to memory and came back; held to 4 MiB they
-//!   stay in the CPU caches between writer and reader. In the 200-caller
-//!   bench this took green in place from about 120 to 55-70 µs per call
-//!   at 1 MiB, 36 to 16 µs at 256 KiB and 530 to 320 µs at 4 MiB.
+//!   stay in the CPU caches between writer and reader. In alternating
+//!   runs of the 200-caller bench this took green in place from 92-129
+//!   to 54-71 µs per call at 1 MiB, 25-37 to 13-17 µs at 256 KiB and
+//!   502-566 to 315-327 µs at 4 MiB.
 //! - **Handlers per connection are capped**
 //!   ([`ServerConfig::max_handlers`], default 1024): calls beyond the cap
 //!   queue and run on the handler green threads as they free up. A
