@@ -384,6 +384,50 @@ fn the_in_flight_limit_holds_back_only_arena_bodies_and_never_fails() {
 }
 
 #[test]
+fn a_future_dropped_while_waiting_for_space_passes_its_turn_on() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    with_server("window-drop", &[], move |path| {
+        let config = ClientConfig::default().lanes(1).max_in_flight(10_000);
+        let client = Arc::new(Client::connect_with(&path, config).unwrap());
+        let sent = |c: Arc<Client>, head: &'static [u8]| {
+            green::spawn(move || {
+                let mut req = head.to_vec();
+                req.resize(40_000, 1);
+                assert_eq!(c.call(&req).unwrap().to_vec(), req);
+            })
+        };
+        // Two bodies in flight: the short one answered after 300 ms, the
+        // long one after 5 s.
+        let short = sent(client.clone(), b"SLEEP");
+        let long = sent(client.clone(), b"SLEEPLONG");
+        green::thread::sleep(Duration::from_millis(50));
+        // First in line: a future, polled once and then left alone.
+        let req = nap(40_000, 1);
+        let mut fut = Box::pin(client.call_async(&req));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(fut.as_mut().poll(&mut cx), Poll::Pending));
+        // Second in line: a blocking call.
+        let c = client.clone();
+        let second = green::spawn(move || {
+            let req = nap(40_000, 2);
+            c.call(&req).map(|r| r.to_vec() == req)
+        });
+        // The short call's answer gives the future its turn; dropped, it
+        // hands the turn to the blocking call, which then goes before the
+        // long call ends.
+        short.join().unwrap();
+        drop(fut);
+        assert!(second.join().unwrap().unwrap());
+        assert!(
+            !long.is_finished(),
+            "the second call waited for the long one: the turn was lost"
+        );
+        long.join().unwrap();
+    });
+}
+
+#[test]
 fn blocked_handlers_do_not_hold_up_other_calls() {
     // Each call blocks its handler until all 200 have arrived: they all
     // complete only if the server runs 200 handlers at once, however the
