@@ -270,6 +270,29 @@ enum Space {
     Fail(io::Error),
 }
 
+/// Who a call that must wait for space is: made into a [`SpaceWaiter`]
+/// only if it does wait, so a call that gets its space at once clones no
+/// thread handle or waker.
+#[derive(Clone, Copy)]
+enum Asker<'a> {
+    /// Do not queue it.
+    Nobody,
+    /// The current thread, parked.
+    Thread,
+    /// A future's task.
+    Task(&'a Waker),
+}
+
+impl Asker<'_> {
+    fn waiter(self) -> Option<SpaceWaiter> {
+        match self {
+            Asker::Nobody => None,
+            Asker::Thread => Some(SpaceWaiter::Thread(crate::thread::current())),
+            Asker::Task(w) => Some(SpaceWaiter::Waker(w.clone())),
+        }
+    }
+}
+
 impl SpaceWaiter {
     fn wake(self) {
         match self {
@@ -321,8 +344,8 @@ impl State {
     }
 
     /// One attempt to place a body of `len` bytes (`len` fits the arena),
-    /// for a call at `wait`, with `config`'s limits. `waiter` is what to
-    /// queue if it must wait (`None`: do not queue); `copied`: the body is
+    /// for a call at `wait`, with `config`'s limits. `asker` is whom to
+    /// queue if it must wait; `copied`: the body is
     /// a request copied in and sent at once (counted in `sending` from
     /// here). The second value is a call whose turn has come, to wake once
     /// the lock is released.
@@ -330,7 +353,7 @@ impl State {
         &mut self,
         len: u64,
         wait: &mut SpaceWait,
-        waiter: Option<SpaceWaiter>,
+        asker: Asker<'_>,
         copied: bool,
         config: &ClientConfig,
     ) -> (Space, Option<SpaceWaiter>) {
@@ -338,7 +361,7 @@ impl State {
             if let Some(slot) = self.space_waiters.iter_mut().find(|(k, _)| *k == t) {
                 // Still queued (woken by something else): keep the place,
                 // with the latest waker.
-                if let Some(w) = waiter {
+                if let Some(w) = asker.waiter() {
                     slot.1 = w;
                 }
                 let limit = match (wait.full_since, config.arena_full) {
@@ -358,7 +381,7 @@ impl State {
         let window =
             self.sending >= 2 && self.arena.live_bytes().saturating_add(len) > config.max_in_flight;
         if window || (!turn && !self.space_waiters.is_empty()) {
-            self.queue(wait, waiter, turn);
+            self.queue(wait, asker, turn);
             return (Space::Wait(None), None);
         }
         match self.arena.alloc(len) {
@@ -374,7 +397,7 @@ impl State {
                     if since.elapsed() >= d {
                         return (Space::Fail(full.into()), self.leave(wait));
                     }
-                    self.queue(wait, waiter, turn);
+                    self.queue(wait, asker, turn);
                     (Space::Wait(Some(since + d)), None)
                 }
                 ArenaFullPolicy::Fail => (Space::Fail(full.into()), self.leave(wait)),
@@ -383,8 +406,8 @@ impl State {
     }
 
     /// Queues the call at `wait` (at the front if its turn had come).
-    fn queue(&mut self, wait: &mut SpaceWait, waiter: Option<SpaceWaiter>, front: bool) {
-        let Some(w) = waiter else {
+    fn queue(&mut self, wait: &mut SpaceWait, asker: Asker<'_>, front: bool) {
+        let Some(w) = asker.waiter() else {
             return;
         };
         let t = *wait.ticket.get_or_insert_with(|| {
@@ -539,13 +562,7 @@ impl Inner {
 
     /// One attempt to place a body of `len` bytes in our arena (see
     /// [`State::try_space`]); wakes the call whose turn it makes.
-    fn try_alloc(
-        &self,
-        len: u64,
-        wait: &mut SpaceWait,
-        waiter: Option<SpaceWaiter>,
-        copied: bool,
-    ) -> Space {
+    fn try_alloc(&self, len: u64, wait: &mut SpaceWait, asker: Asker<'_>, copied: bool) -> Space {
         let (space, turn) = {
             let mut st = self.state.lock();
             if st.closed.is_some() {
@@ -562,7 +579,7 @@ impl Inner {
                 );
                 (Space::Fail(e), turn)
             } else {
-                st.try_space(len, wait, waiter, copied, &self.config)
+                st.try_space(len, wait, asker, copied, &self.config)
             }
         };
         if let Some(w) = turn {
@@ -578,8 +595,7 @@ impl Inner {
     fn alloc(&self, len: u64, copied: bool) -> io::Result<Alloc> {
         let mut wait = SpaceWait::default();
         loop {
-            let me = SpaceWaiter::Thread(crate::thread::current());
-            match self.try_alloc(len, &mut wait, Some(me), copied) {
+            match self.try_alloc(len, &mut wait, Asker::Thread, copied) {
                 Space::Got(a) => return Ok(a),
                 Space::Fail(e) => return Err(e),
                 // Woken when its turn comes (a body freed, or the call
@@ -1120,7 +1136,7 @@ impl Client {
             None => {
                 // Not queued yet: the first poll queues the future's waker.
                 let mut wait = SpaceWait::default();
-                match lane.try_alloc(request.len() as u64, &mut wait, None, true) {
+                match lane.try_alloc(request.len() as u64, &mut wait, Asker::Nobody, true) {
                     Space::Got(a) => match lane.mem.copy_to_owned(a.offset, request) {
                         Ok(()) => FutState::Push(Out::Arena(a)),
                         Err(e) => {
@@ -1327,8 +1343,7 @@ impl Future for CallFuture<'_> {
             match std::mem::replace(&mut this.state, FutState::Done) {
                 FutState::Start(bytes, mut wait, timer) => {
                     let len = bytes.len() as u64;
-                    let me = SpaceWaiter::Waker(cx.waker().clone());
-                    match inner.try_alloc(len, &mut wait, Some(me), true) {
+                    match inner.try_alloc(len, &mut wait, Asker::Task(cx.waker()), true) {
                         Space::Got(a) => {
                             if let Err(e) = inner.mem.copy_to_owned(a.offset, bytes) {
                                 inner.free_body(a.offset, true);
