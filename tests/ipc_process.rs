@@ -566,14 +566,34 @@ fn thousand_concurrent_callers_over_one_connection() {
 
 #[test]
 fn ring_full_backpressure_all_calls_complete() {
-    // 4-entry rings, 200 concurrent slow calls.
+    // 4-entry rings, 200 concurrent slow calls, then 100 futures and 100
+    // blocking calls at once: bodies placed in the arena wait for a free
+    // ring entry, and every call gets its own response.
     with_server("ringfull", &[("GREEN_IPC_RING", "4")], move |path| {
         let client = Arc::new(Client::connect(&path).unwrap());
-        on_green_threads(&client, 200, |client, c| {
+        let req = |c: usize| {
             let mut req = b"SLEEP".to_vec();
             req.extend(pattern(32, c));
-            assert_eq!(client.call(&req).unwrap().to_vec(), req);
+            req
+        };
+        on_green_threads(&client, 200, move |client, c| {
+            assert_eq!(client.call(&req(c)).unwrap().to_vec(), req(c));
         });
+        let futures: Vec<_> = (0..100)
+            .map(|c| {
+                let client = client.clone();
+                green::spawn_async(async move {
+                    let req = req(1000 + c);
+                    assert_eq!(client.call_async(&req).await.unwrap().to_vec(), req);
+                })
+            })
+            .collect();
+        on_green_threads(&client, 100, move |client, c| {
+            assert_eq!(client.call(&req(2000 + c)).unwrap().to_vec(), req(2000 + c));
+        });
+        for f in futures {
+            f.join().unwrap();
+        }
     });
 }
 

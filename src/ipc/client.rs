@@ -22,7 +22,7 @@ use super::{
     connect_socket, handshake_wait, hello, watch, ArenaFullPolicy, Backoff, Body, ClientConfig,
     Idle, Out, Padded, Spin, CALL, ERROR, INLINE, INLINE_MAX, PROTOCOL, RELEASE, REPLY,
 };
-use crate::ring::{Consumer, Peek, Producer, PushError};
+use crate::ring::{Consumer, Peek, Producer, PushError, RingError};
 use crate::shm::{
     recv_fds, send_fds, Alloc, ArenaMem, Desc, Endpoint, OwnArena, PeerArena, PeerMem, Region,
     ARENA_NAMES,
@@ -275,8 +275,6 @@ enum Space {
 /// thread handle or waker.
 #[derive(Clone, Copy)]
 enum Asker<'a> {
-    /// Do not queue it.
-    Nobody,
     /// The current thread, parked.
     Thread,
     /// A future's task.
@@ -284,11 +282,10 @@ enum Asker<'a> {
 }
 
 impl Asker<'_> {
-    fn waiter(self) -> Option<SpaceWaiter> {
+    fn waiter(self) -> SpaceWaiter {
         match self {
-            Asker::Nobody => None,
-            Asker::Thread => Some(SpaceWaiter::Thread(crate::thread::current())),
-            Asker::Task(w) => Some(SpaceWaiter::Waker(w.clone())),
+            Asker::Thread => SpaceWaiter::Thread(crate::thread::current()),
+            Asker::Task(w) => SpaceWaiter::Waker(w.clone()),
         }
     }
 }
@@ -300,6 +297,25 @@ impl SpaceWaiter {
             SpaceWaiter::Waker(w) => w.wake(),
         }
     }
+}
+
+/// What [`Inner::call`] sends.
+enum Src<'a> {
+    /// A body already placed (inline, or in our arena); `built`: built in
+    /// place (see [`Inner::try_push`]).
+    Placed(Out, bool),
+    /// Bytes to copy into our arena.
+    Copy(&'a [u8]),
+}
+
+/// How [`Inner::try_push_copy`] went.
+enum Fast {
+    /// Placed and pushed: the call's slab key.
+    Pushed(usize),
+    /// Placed, but the ring is full: push it with the usual wait.
+    Placed(Out),
+    /// Nothing done: place it the usual way.
+    Fallback,
 }
 
 struct Inner {
@@ -361,9 +377,7 @@ impl State {
             if let Some(slot) = self.space_waiters.iter_mut().find(|(k, _)| *k == t) {
                 // Still queued (woken by something else): keep the place,
                 // with the latest waker.
-                if let Some(w) = asker.waiter() {
-                    slot.1 = w;
-                }
+                slot.1 = asker.waiter();
                 let limit = match (wait.full_since, config.arena_full) {
                     (Some(since), ArenaFullPolicy::Wait(d)) => Some((since, d)),
                     _ => None,
@@ -405,11 +419,41 @@ impl State {
         }
     }
 
+    /// Pushes a call with `body` (the lane is open); returns its slab key,
+    /// or `None` if the ring is full (nothing changed then). `built` as
+    /// for [`Inner::try_push`].
+    fn push(
+        &mut self,
+        body: Out,
+        built: bool,
+        waiter: &mut Option<Waiter>,
+    ) -> Result<Option<usize>, RingError> {
+        self.flush_releases();
+        let seq = self.seq;
+        let key = self.pending.vacant_key();
+        let id = u64::from(seq) << 32 | key as u64;
+        match self.tx.push(body.desc(id, CALL)) {
+            Ok(()) => {}
+            Err(PushError::Full(_)) => return Ok(None),
+            Err(PushError::Corrupt(_, e)) => return Err(e),
+        }
+        let req = body.arena_offset();
+        self.sending += usize::from(built && req.is_some());
+        self.pending.insert(Pending {
+            id,
+            waiter: waiter.take().expect("one push per call"),
+            result: None,
+            req,
+            abandoned: false,
+        });
+        self.seq = seq.wrapping_add(1);
+        let _ = self.tx.notify();
+        Ok(Some(key))
+    }
+
     /// Queues the call at `wait` (at the front if its turn had come).
     fn queue(&mut self, wait: &mut SpaceWait, asker: Asker<'_>, front: bool) {
-        let Some(w) = asker.waiter() else {
-            return;
-        };
+        let w = asker.waiter();
         let t = *wait.ticket.get_or_insert_with(|| {
             self.next_ticket += 1;
             self.next_ticket
@@ -626,38 +670,58 @@ impl Inner {
             }
             return Err(st.closed_error());
         }
-        st.flush_releases();
-        let seq = st.seq;
-        let entry = st.pending.vacant_entry();
-        let key = entry.key();
-        let id = u64::from(seq) << 32 | key as u64;
-        let desc = body.desc(id, CALL);
-        match st.tx.push(desc) {
-            Ok(()) => {}
-            Err(PushError::Full(_)) => return Ok(None),
-            Err(PushError::Corrupt(_, e)) => {
+        match st.push(body, built, waiter) {
+            Ok(pushed) => Ok(pushed),
+            Err(e) => {
                 drop(st);
                 self.close(io::ErrorKind::InvalidData, format!("request ring: {e}"));
-                return Err(io::Error::new(io::ErrorKind::BrokenPipe, e.to_string()));
+                Err(io::Error::new(io::ErrorKind::BrokenPipe, e.to_string()))
             }
         }
-        let req = body.arena_offset();
-        st.sending += usize::from(built && req.is_some());
-        st.pending.insert(Pending {
-            id,
-            waiter: waiter.take().expect("one push per call"),
-            result: None,
-            req,
-            abandoned: false,
-        });
-        st.seq = seq.wrapping_add(1);
-        let _ = st.tx.notify();
-        Ok(Some(key))
+    }
+
+    /// A copied request's way in with one lock: when nothing waits for
+    /// space, the window has room and so does the arena, the body is
+    /// allocated, copied in and pushed under the same lock. Otherwise
+    /// (`Fallback`) nothing changed.
+    fn try_push_copy(&self, bytes: &[u8], waiter: &mut Option<Waiter>) -> io::Result<Fast> {
+        let len = bytes.len() as u64;
+        let mut st = self.state.lock();
+        if st.closed.is_some() {
+            return Err(st.closed_error());
+        }
+        let window = st.sending >= 2
+            && st.arena.live_bytes().saturating_add(len) > self.config.max_in_flight;
+        if window || !st.space_waiters.is_empty() {
+            return Ok(Fast::Fallback);
+        }
+        let Ok(a) = st.arena.alloc(len) else {
+            return Ok(Fast::Fallback);
+        };
+        st.sending += 1;
+        if let Err(e) = self.mem.copy_to_owned(a.offset, bytes) {
+            let turn = st.free_body(a.offset, true);
+            drop(st);
+            if let Some(w) = turn {
+                w.wake();
+            }
+            return Err(e.into());
+        }
+        let body = Out::Arena(a);
+        match st.push(body, false, waiter) {
+            Ok(Some(key)) => Ok(Fast::Pushed(key)),
+            Ok(None) => Ok(Fast::Placed(body)),
+            Err(e) => {
+                drop(st);
+                self.close(io::ErrorKind::InvalidData, format!("request ring: {e}"));
+                Err(io::Error::new(io::ErrorKind::BrokenPipe, e.to_string()))
+            }
+        }
     }
 
     /// Makes the call: pushes it (waiting while the ring is full), then
     /// waits for its result in a slot on this stack.
-    fn call(self: &Arc<Self>, body: Out, built: bool) -> io::Result<Response> {
+    fn call(self: &Arc<Self>, src: Src<'_>) -> io::Result<Response> {
         let slot = CallSlot::new();
         let mut waiter = Some(Waiter::Slot(SlotRef(NonNull::from(&slot))));
         // The caller polls the response ring itself from before its push
@@ -667,19 +731,40 @@ impl Inner {
         // runs on another carrier, and no reader spinning on another CPU
         // meanwhile).
         self.pollers.fetch_add(1, Ordering::SeqCst);
-        let mut backoff = Backoff::new();
-        loop {
-            match self.try_push(body, built, &mut waiter) {
-                Ok(Some(_)) => break,
-                Ok(None) => {
-                    // The request ring is full: keep responses flowing
-                    // while waiting for room.
-                    self.poll_ring();
-                    backoff.snooze();
+        let (body, built) = match src {
+            Src::Placed(body, built) => (Some(body), built),
+            Src::Copy(bytes) => match self.try_push_copy(bytes, &mut waiter) {
+                Ok(Fast::Pushed(_)) => (None, false),
+                Ok(Fast::Placed(body)) => (Some(body), false),
+                Ok(Fast::Fallback) => {
+                    // It may wait for space: not polling meanwhile, or a
+                    // reader parked for pollers would wait on it.
+                    self.stop_polling(true);
+                    let body = self.write_body(bytes)?;
+                    self.pollers.fetch_add(1, Ordering::SeqCst);
+                    (Some(body), false)
                 }
                 Err(e) => {
                     self.stop_polling(true);
                     return Err(e);
+                }
+            },
+        };
+        if let Some(body) = body {
+            let mut backoff = Backoff::new();
+            loop {
+                match self.try_push(body, built, &mut waiter) {
+                    Ok(Some(_)) => break,
+                    Ok(None) => {
+                        // The request ring is full: keep responses flowing
+                        // while waiting for room.
+                        self.poll_ring();
+                        backoff.snooze();
+                    }
+                    Err(e) => {
+                        self.stop_polling(true);
+                        return Err(e);
+                    }
                 }
             }
         }
@@ -707,6 +792,17 @@ impl Inner {
         self.finish(
             r.unwrap_or_else(|| Err(io::Error::other("ipc call finished without a result"))),
         )
+    }
+
+    /// A future's state once its call `key` is pushed (it counts as a
+    /// poller since before the push): one spinner per carrier, as for
+    /// blocking calls; the others wait for their waker.
+    fn waiting<'a>(&self, key: usize) -> FutState<'a> {
+        let spin = self.spinners.claim().map(|bit| (Spin::new(), bit));
+        if spin.is_none() {
+            self.stop_polling(false);
+        }
+        FutState::Waiting { key, spin }
     }
 
     fn finish(self: &Arc<Self>, r: io::Result<Desc>) -> io::Result<Response> {
@@ -1087,11 +1183,10 @@ impl Client {
     /// (see [`ArenaFullPolicy`]); the handler's error kind if it failed.
     pub fn call(&self, request: &[u8]) -> io::Result<Response> {
         let lane = self.lane();
-        let body = match Out::inline(request) {
-            Some(out) => out,
-            None => lane.write_body(request)?,
-        };
-        lane.call(body, false)
+        match Out::inline(request) {
+            Some(out) => lane.call(Src::Placed(out, false)),
+            None => lane.call(Src::Copy(request)),
+        }
     }
 
     /// Reserves `len` bytes for a request in the arena, to be written in
@@ -1126,28 +1221,14 @@ impl Client {
     }
 
     /// [`call`](Self::call) as a future, on the same rings: the request is
-    /// copied into the arena now (or, if it must wait for space, at the
-    /// poll that finds it; the future borrows `request` until then); the
-    /// response is awaited without blocking a thread.
+    /// copied into the arena at the first poll (or, if it must wait for
+    /// space, at the poll that finds it; the future borrows `request`
+    /// until then); the response is awaited without blocking a thread.
     pub fn call_async<'a>(&self, request: &'a [u8]) -> CallFuture<'a> {
         let lane = self.lane();
         let state = match Out::inline(request) {
             Some(out) => FutState::Push(out),
-            None => {
-                // Not queued yet: the first poll queues the future's waker.
-                let mut wait = SpaceWait::default();
-                match lane.try_alloc(request.len() as u64, &mut wait, Asker::Nobody, true) {
-                    Space::Got(a) => match lane.mem.copy_to_owned(a.offset, request) {
-                        Ok(()) => FutState::Push(Out::Arena(a)),
-                        Err(e) => {
-                            lane.free_body(a.offset, true);
-                            FutState::Failed(e.into())
-                        }
-                    },
-                    Space::Wait(_) => FutState::Start(request, wait, None),
-                    Space::Fail(e) => FutState::Failed(e),
-                }
-            }
+            None => FutState::Fresh(request),
         };
         CallFuture {
             inner: lane.clone(),
@@ -1258,7 +1339,7 @@ impl RequestBuilder<'_> {
     /// As [`Client::call`].
     pub fn call(mut self) -> io::Result<Response> {
         match self.body.take() {
-            Some(body) => self.lane.call(body, true),
+            Some(body) => self.lane.call(Src::Placed(body, true)),
             None => Err(io::Error::other("request already sent")),
         }
     }
@@ -1306,6 +1387,9 @@ impl std::fmt::Debug for Response {
 }
 
 enum FutState<'a> {
+    /// Not polled yet: the request, to copy in (with the push, under one
+    /// lock, if nothing stands in the way; see [`Inner::try_push_copy`]).
+    Fresh(&'a [u8]),
     /// Waiting for space in the arena: the request, the call's place in
     /// the wait, and the timer for the policy's deadline once there is one.
     Start(&'a [u8], SpaceWait, Option<Pin<Box<crate::time::Sleep>>>),
@@ -1318,7 +1402,6 @@ enum FutState<'a> {
         key: usize,
         spin: Option<(Spin, u64)>,
     },
-    Failed(io::Error),
     Done,
 }
 
@@ -1341,6 +1424,28 @@ impl Future for CallFuture<'_> {
         let inner = this.inner.clone();
         loop {
             match std::mem::replace(&mut this.state, FutState::Done) {
+                FutState::Fresh(bytes) => {
+                    let mut w = Some(Waiter::Waker(Some(cx.waker().clone())));
+                    // A poller from before the push, as in `Push` below.
+                    inner.pollers.fetch_add(1, Ordering::SeqCst);
+                    match inner.try_push_copy(bytes, &mut w) {
+                        Ok(Fast::Pushed(key)) => {
+                            this.state = inner.waiting(key);
+                        }
+                        Ok(Fast::Placed(body)) => {
+                            inner.stop_polling(true);
+                            this.state = FutState::Push(body);
+                        }
+                        Ok(Fast::Fallback) => {
+                            inner.stop_polling(true);
+                            this.state = FutState::Start(bytes, SpaceWait::default(), None);
+                        }
+                        Err(e) => {
+                            inner.stop_polling(true);
+                            return Poll::Ready(Err(e));
+                        }
+                    }
+                }
                 FutState::Start(bytes, mut wait, timer) => {
                     let len = bytes.len() as u64;
                     match inner.try_alloc(len, &mut wait, Asker::Task(cx.waker()), true) {
@@ -1383,15 +1488,7 @@ impl Future for CallFuture<'_> {
                         inner.stop_polling(true);
                     }
                     match pushed {
-                        Ok(Some(key)) => {
-                            // One spinner per carrier, as for blocking
-                            // calls; the others wait for their waker.
-                            let spin = inner.spinners.claim().map(|bit| (Spin::new(), bit));
-                            if spin.is_none() {
-                                inner.stop_polling(false);
-                            }
-                            this.state = FutState::Waiting { key, spin };
-                        }
+                        Ok(Some(key)) => this.state = inner.waiting(key),
                         Ok(None) => {
                             this.state = FutState::Push(body);
                             cx.waker().wake_by_ref();
@@ -1428,7 +1525,6 @@ impl Future for CallFuture<'_> {
                     this.state = FutState::Waiting { key, spin };
                     return Poll::Pending;
                 }
-                FutState::Failed(e) => return Poll::Ready(Err(e)),
                 FutState::Done => panic!("CallFuture polled after completion"),
             }
         }
