@@ -268,6 +268,43 @@ fn copies_round_trip_at_every_alignment() {
 }
 
 #[test]
+fn long_copies_are_exact_at_every_distance_from_the_arena() {
+    // Copies of 32 bytes and up take different machine paths by length
+    // and by where the private buffer lies relative to the arena modulo
+    // 4 KiB (see ArenaMem::copy_to): slide the private buffer across a
+    // whole page so that every distance is taken, both ways.
+    const SPAN: usize = 4100 + 64;
+    let mem = ArenaMem::heap(SPAN);
+    let data: Vec<u8> = (0..SPAN + 4096).map(|i| (i * 7 + i / 251) as u8).collect();
+    let mut back = vec![0u8; SPAN + 4096];
+    let step = if cfg!(miri) { 257 } else { 1 };
+    for len in [32usize, 33, 63, 64, 65, 127, 1024, 1025, 1100, 4100] {
+        for start in (0..4096).step_by(step) {
+            let offset = (start % 3) as u64 * 32;
+            let o = offset as usize;
+            mem.copy_to(0, &[0xEE; SPAN]).unwrap();
+            mem.copy_to_owned(offset, &data[start..start + len])
+                .unwrap();
+            mem.copy_from(offset, &mut back[start..start + len])
+                .unwrap();
+            assert_eq!(
+                &back[start..start + len],
+                &data[start..start + len],
+                "{len} from {start}"
+            );
+            let mut all = vec![0u8; SPAN];
+            mem.copy_from(0, &mut all).unwrap();
+            assert!(all[..o].iter().all(|&b| b == 0xEE), "before, {len} at {o}");
+            assert_eq!(&all[o..o + len], &data[start..start + len], "{len} at {o}");
+            assert!(
+                all[o + len..].iter().all(|&b| b == 0xEE),
+                "after, {len} at {o}"
+            );
+        }
+    }
+}
+
+#[test]
 fn copies_out_of_bounds_are_errors() {
     let mem = ArenaMem::heap(100);
     let mut buf = [7u8; 16];
