@@ -563,6 +563,9 @@ const STRING_COPY_MIN: usize = 32;
 
 /// Copies up to this many bytes go through [`vector_copy`]; longer ones
 /// through [`string_copy`], unless their distance is one it is slow at.
+/// Measured here with one core writing a buffer and the other copying it
+/// out, per round trip: 1 KiB 223-245 ns with 16-byte words against
+/// 246-267 ns with `rep movsb`, 4 KiB 1.87-1.98 µs against 1.34-1.59 µs.
 #[cfg(all(target_arch = "x86_64", not(miri)))]
 const VECTOR_COPY_MAX: usize = 1024;
 
