@@ -68,7 +68,8 @@ const CALLER_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// Copied requests up to this size are copied in under the lane's lock,
 /// with their allocation and push (see [`Inner::try_push_copy`]); larger
-/// ones are copied outside it, so the lock is never held for long.
+/// ones take the usual way and are copied outside it, so the lock is never
+/// held for long.
 const COPY_UNDER_LOCK_MAX: usize = 16 << 10;
 
 /// A connection to a [`Server`](super::Server). Share it (`&Client` or
@@ -685,12 +686,15 @@ impl Inner {
         }
     }
 
-    /// A copied request's way in with one lock (for requests of up to
-    /// [`COPY_UNDER_LOCK_MAX`] bytes): when nothing waits for space, the
-    /// window has room and so does the arena, the body is allocated,
-    /// copied in and pushed under the same lock. Otherwise (`Fallback`)
-    /// nothing changed.
+    /// A copied request's way in with one lock: when it is at most
+    /// [`COPY_UNDER_LOCK_MAX`] bytes, nothing waits for space, and the
+    /// window and the arena have room, the body is allocated, copied in
+    /// and pushed under the same lock. Otherwise (`Fallback`) nothing
+    /// changed.
     fn try_push_copy(&self, bytes: &[u8], waiter: &mut Option<Waiter>) -> io::Result<Fast> {
+        if bytes.len() > COPY_UNDER_LOCK_MAX {
+            return Ok(Fast::Fallback);
+        }
         let len = bytes.len() as u64;
         let mut st = self.state.lock();
         if st.closed.is_some() {
@@ -728,12 +732,6 @@ impl Inner {
     /// Makes the call: pushes it (waiting while the ring is full), then
     /// waits for its result in a slot on this stack.
     fn call(self: &Arc<Self>, src: Src<'_>) -> io::Result<Response> {
-        let src = match src {
-            Src::Copy(bytes) if bytes.len() > COPY_UNDER_LOCK_MAX => {
-                Src::Placed(self.write_body(bytes)?, false)
-            }
-            src => src,
-        };
         let slot = CallSlot::new();
         let mut waiter = Some(Waiter::Slot(SlotRef(NonNull::from(&slot))));
         // The caller polls the response ring itself from before its push
@@ -1240,9 +1238,6 @@ impl Client {
         let lane = self.lane();
         let state = match Out::inline(request) {
             Some(out) => FutState::Push(out),
-            None if request.len() > COPY_UNDER_LOCK_MAX => {
-                FutState::Start(request, SpaceWait::default(), None)
-            }
             None => FutState::Fresh(request),
         };
         CallFuture {
