@@ -205,7 +205,12 @@
 //! `RELEASE`, an outstanding allocation. Corrupt ring indices
 //! ([`RingError`]) count the same. A violation
 //! closes that connection only, with an error naming it (the server
-//! reports it to [`ServerConfig::on_error`]); nothing panics.
+//! reports it to [`ServerConfig::on_error`]); nothing panics. On the
+//! client the call waiting on it fails with `InvalidData` and every later
+//! call with `BrokenPipe`, both naming the violation. Tested both ways:
+//! `tests/ipc_hostile.rs` (hostile clients against the server) and
+//! `tests/ipc_hostile_server.rs` (a fake server against the client,
+//! including seeded random descriptors and ring words).
 //!
 //! Safe code never holds a `&[u8]` the peer can still write: a peer that
 //! rewrites bytes under a live `&[u8]` is undefined behaviour in Rust's

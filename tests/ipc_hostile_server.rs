@@ -1,0 +1,420 @@
+//! The client against a server that breaks the protocol. A fake server
+//! (this file's, built from the public handshake pieces) answers a call
+//! with unknown opcodes, ids nobody asked for, bodies outside its arena,
+//! malformed inline bodies, a second answer to one call, a corrupt ring
+//! index or random bytes in the response ring. Each time the client
+//! closes that connection: the call waiting on it fails with
+//! `InvalidData` and a message naming the fault, later calls fail at once
+//! with `BrokenPipe`, the fake server sees the client hang up, nothing
+//! panics or hangs, and a connection to a well-behaved server in the same
+//! process keeps working.
+use std::io::Write;
+use std::io::{ErrorKind, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use green::ipc::{
+    Client, ClientConfig, Server, CALL, ERROR, INLINE, INLINE_MAX, PROTOCOL, RELEASE, REPLY,
+};
+use green::shm::{
+    recv_fd, send_fds, Desc, Endpoint, OwnArena, PeerArena, Region, RegionHeader, RegionLayout,
+    ARENA_NAMES,
+};
+
+mod common;
+use common::watchdog;
+
+/// Bytes in the fake server's arenas.
+const ARENA: u64 = 1 << 20;
+
+fn sock_path(name: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("green-ipcs-{}-{name}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+/// What the fake server's script gets: its end of the connection.
+struct Conn {
+    ep: Endpoint,
+    header: RegionHeader,
+    /// The whole region, mapped read-write as the server maps it.
+    map: memmap2::MmapRaw,
+}
+
+impl Conn {
+    /// Waits for the client's next call (skipping releases of responses).
+    fn next_call(&mut self) -> Desc {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.ep.rx.pop() {
+                Ok(Some(d)) if d.opcode == CALL => return d,
+                Ok(Some(d)) => assert_eq!(d.opcode, RELEASE, "client sent {d:?}"),
+                Ok(None) => {
+                    assert!(Instant::now() < deadline, "no call from the client");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("request ring: {e}"),
+            }
+        }
+    }
+
+    /// Puts `descs` on the response ring and wakes the client.
+    fn send(&mut self, descs: &[Desc]) {
+        for &d in descs {
+            assert!(self.ep.tx.push(d).is_ok(), "response ring full");
+        }
+        self.ep.tx.notify().unwrap();
+    }
+
+    /// The `u32` at byte `at` of the response ring's memory.
+    fn response_ring_word(&self, at: u64) -> &AtomicU32 {
+        let ring = self.header.response_ring;
+        assert!(at % 4 == 0 && at + 4 <= ring.len);
+        // SAFETY: `ring` lies inside the mapping (the header was
+        // validated when the region was made), `at + 4 <= ring.len` and
+        // the region is page-aligned, so the word is in bounds and
+        // 4-aligned. Every bit pattern is a valid `AtomicU32`, and atomics
+        // tolerate the client's concurrent accesses to the same word.
+        unsafe {
+            &*self
+                .map
+                .as_mut_ptr()
+                .add((ring.offset + at) as usize)
+                .cast::<AtomicU32>()
+        }
+    }
+}
+
+/// A fake server at `path` for one connection: does the handshake as
+/// `Server` does, runs `script`, then waits (up to 20 s) for the client
+/// to hang up. The receiver gets whether the client hung up.
+fn fake_server(
+    path: &Path,
+    script: impl FnOnce(&mut Conn) + Send + 'static,
+) -> mpsc::Receiver<bool> {
+    let listener = UnixListener::bind(path).unwrap();
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        let mut hello = green::ipc::hello(None);
+        sock.read_exact(&mut hello).unwrap();
+        let layout = RegionLayout::new(64, 64, ARENA, ARENA);
+        let region = Region::create(&layout).unwrap();
+        let header = *region.header();
+        let own = OwnArena::create(header.server_arena_len).unwrap();
+        let map = memmap2::MmapOptions::new()
+            .len(header.size as usize)
+            .map_raw(region.fd().as_raw_fd())
+            .unwrap();
+        send_fds(&sock, &[region.fd(), own.fd()], PROTOCOL).unwrap();
+        let (fd, payload) = recv_fd(&sock).unwrap();
+        assert_eq!(payload, PROTOCOL);
+        let peer = PeerArena::attach(fd, ARENA_NAMES[0], header.client_arena_len).unwrap();
+        let ep = region.into_server(own, peer).unwrap();
+        let mut conn = Conn { ep, header, map };
+        script(&mut conn);
+        // Keep the connection open: the client must hang up by itself.
+        sock.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        let hung_up = matches!(sock.read(&mut byte), Ok(0));
+        let _ = done_tx.send(hung_up);
+        drop(conn);
+    });
+    done_rx
+}
+
+/// An echo server that keeps to the protocol, on a std thread.
+fn good_server(path: &Path) {
+    let server = Server::bind(path).unwrap();
+    std::thread::spawn(move || {
+        let _ = server.serve(|req, resp| resp.write_all(&req.to_vec()));
+    });
+}
+
+fn one_lane() -> ClientConfig {
+    ClientConfig::default().lanes(1)
+}
+
+/// One bad answer: the descriptors the fake server sends for `call`.
+type Answer = fn(&Desc) -> Vec<Desc>;
+
+fn reply(id: u64, flags: u32, offset: u64, len: u64) -> Desc {
+    Desc {
+        id,
+        opcode: REPLY,
+        flags,
+        offset,
+        len,
+    }
+}
+
+#[test]
+fn bad_responses_close_only_their_connection_and_fail_its_calls() {
+    watchdog(|| {
+        let good_path = sock_path("good");
+        good_server(&good_path);
+        let good = Client::connect(&good_path).unwrap();
+        let cases: [(&str, Answer, &str); 8] = [
+            (
+                "unknown opcode",
+                |c| {
+                    vec![Desc {
+                        opcode: 999,
+                        ..reply(c.id, 0, 0, 0)
+                    }]
+                },
+                "unknown response opcode 999",
+            ),
+            (
+                "id nobody asked for",
+                |c| vec![reply(c.id ^ (1 << 40), 0, 0, 8)],
+                "unknown or answered call",
+            ),
+            (
+                "body past the end of the address space",
+                |c| vec![reply(c.id, 0, u64::MAX - 3, 16)],
+                "bad response",
+            ),
+            (
+                "body longer than the arena",
+                |c| vec![reply(c.id, 0, 0, ARENA + 1)],
+                "bad response",
+            ),
+            (
+                "ERROR with a body",
+                |c| {
+                    vec![Desc {
+                        opcode: ERROR,
+                        ..reply(c.id, 0, 0, 8)
+                    }]
+                },
+                "ERROR response with a body",
+            ),
+            (
+                "inline body longer than a descriptor holds",
+                |c| vec![reply(c.id, INLINE | (INLINE_MAX as u32 + 1), 0, 0)],
+                "bad response",
+            ),
+            (
+                "a flag nobody defined",
+                |c| vec![reply(c.id, 1 << 7, 0, 8)],
+                "bad response",
+            ),
+            (
+                "a call is its own answer",
+                |c| vec![*c],
+                "unknown response opcode",
+            ),
+        ];
+        for (i, (what, answer, says)) in cases.into_iter().enumerate() {
+            let path = sock_path(&format!("bad{i}"));
+            let hung_up = fake_server(&path, move |conn| {
+                let call = conn.next_call();
+                conn.send(&answer(&call));
+            });
+            let client = Client::connect_with(&path, one_lane()).unwrap();
+            let err = client.call(b"first").unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidData, "{what}: {err}");
+            assert!(err.to_string().contains(says), "{what}: {err}");
+            let later = client.call(b"second").unwrap_err();
+            assert_eq!(later.kind(), ErrorKind::BrokenPipe, "{what}: {later}");
+            assert!(later.to_string().contains(says), "{what}: {later}");
+            assert!(
+                hung_up.recv().unwrap(),
+                "{what}: the client kept the socket"
+            );
+            drop(client);
+            assert_eq!(
+                good.call(what.as_bytes()).unwrap().to_vec(),
+                what.as_bytes()
+            );
+        }
+    });
+}
+
+#[test]
+fn a_second_answer_to_one_call_closes_the_connection() {
+    watchdog(|| {
+        let path = sock_path("twice");
+        let hung_up = fake_server(&path, |conn| {
+            let call = conn.next_call();
+            // "ok" inline, twice.
+            let ok = reply(
+                call.id,
+                INLINE | 2,
+                u64::from(u16::from_le_bytes(*b"ok")),
+                0,
+            );
+            conn.send(&[ok, ok]);
+        });
+        let client = Client::connect_with(&path, one_lane()).unwrap();
+        // The first answer may settle the call before the second is read.
+        match client.call(b"once") {
+            Ok(r) => assert_eq!(r.to_vec(), b"ok"),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::InvalidData, "{e}"),
+        }
+        assert!(hung_up.recv().unwrap(), "the client kept the socket");
+        let later = client.call(b"again").unwrap_err();
+        assert_eq!(later.kind(), ErrorKind::BrokenPipe, "{later}");
+        assert!(
+            later.to_string().contains("unknown or answered call"),
+            "{later}"
+        );
+    });
+}
+
+#[test]
+fn a_corrupt_response_ring_index_closes_the_connection() {
+    watchdog(|| {
+        let path = sock_path("tail");
+        let hung_up = fake_server(&path, |conn| {
+            let _call = conn.next_call();
+            // The ring's tail (at +128) far beyond head + capacity.
+            conn.response_ring_word(128)
+                .store(0x7fff_0000, Ordering::SeqCst);
+            conn.ep.tx.notify().unwrap();
+        });
+        let client = Client::connect_with(&path, one_lane()).unwrap();
+        let err = client.call(b"first").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
+        assert!(err.to_string().contains("response ring"), "{err}");
+        assert!(hung_up.recv().unwrap(), "the client kept the socket");
+        let later = client.call(b"second").unwrap_err();
+        assert_eq!(later.kind(), ErrorKind::BrokenPipe, "{later}");
+    });
+}
+
+/// xorshift64*: reproducible garbage.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn pick(&mut self, choices: &[u64]) -> u64 {
+        choices[self.below(choices.len() as u64) as usize]
+    }
+}
+
+/// A random answer to `call`: mostly near-misses of a valid one.
+fn random_answer(rng: &mut Rng, call: &Desc) -> Desc {
+    let (r1, r2, r3, r4, r5, r6) = (
+        rng.next(),
+        rng.next(),
+        rng.below(ARENA),
+        rng.below(64),
+        rng.next(),
+        rng.next(),
+    );
+    let ops = [REPLY, REPLY, REPLY, ERROR, CALL, RELEASE, r1 as u32];
+    let opcode = ops[rng.below(7) as usize];
+    let flags = match rng.below(6) {
+        0..=2 => 0,
+        3 => INLINE | rng.below(INLINE_MAX as u64 + 4) as u32,
+        4 => 1 << rng.below(32),
+        _ => r2 as u32,
+    };
+    let id = rng.pick(&[call.id, call.id, call.id, call.id + 1, call.id ^ (1 << 32), r5]);
+    let offset = rng.pick(&[0, r3, ARENA - 8, ARENA, u64::MAX - r4, r6]);
+    let len = rng.pick(&[0, r4, r3, ARENA, ARENA + 1, r1]);
+    Desc {
+        id,
+        opcode,
+        flags,
+        offset,
+        len,
+    }
+}
+
+/// Random descriptors, and random words in the response ring (slots,
+/// stamps and indices): every call ends, in an answer or an error, and an
+/// error closes the connection. Seeded, so a failure reproduces.
+#[test]
+fn random_responses_end_every_call_and_never_panic() {
+    watchdog(|| {
+        let good_path = sock_path("good-random");
+        good_server(&good_path);
+        let good = Client::connect(&good_path).unwrap();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let (mut answered, mut closed) = (0, 0);
+        for round in 0..120 {
+            let seed = rng.next() | 1;
+            let path = sock_path(&format!("random{round}"));
+            let hung_up = fake_server(&path, move |conn| {
+                let mut rng = Rng(seed);
+                let call = conn.next_call();
+                for _ in 0..1 + rng.below(3) {
+                    if rng.below(4) == 0 {
+                        // A random word anywhere in the ring but the two
+                        // the client writes: its head (+256) and its
+                        // sleep flag (+384).
+                        let len = conn.header.response_ring.len;
+                        let at = loop {
+                            let at = rng.below(len / 4) * 4;
+                            if at != 256 && at != 384 {
+                                break at;
+                            }
+                        };
+                        conn.response_ring_word(at)
+                            .store(rng.next() as u32, Ordering::SeqCst);
+                        conn.ep.tx.notify().unwrap();
+                    } else {
+                        let d = random_answer(&mut rng, &call);
+                        conn.send(&[d]);
+                    }
+                }
+                // A garbage answer may look valid and leave the call
+                // waiting: end it with a bad one.
+                conn.send(&[reply(call.id ^ (1 << 41), 0, 0, 0)]);
+            });
+            let client = Client::connect_with(&path, one_lane()).unwrap();
+            match client.call(b"first") {
+                Ok(r) => {
+                    // A valid-looking answer: its bytes are whatever the
+                    // fake server's arena holds at that range.
+                    let _ = r.to_vec();
+                    answered += 1;
+                }
+                // An ERROR for the call is a failed handler, whatever
+                // error code it carries; anything else that ends the call
+                // is the connection closing.
+                Err(e) if e.to_string().contains("ipc handler failed") => answered += 1,
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::InvalidData, "round {round}: {e}");
+                    closed += 1;
+                }
+            }
+            // Every round ends with a bad answer, so the connection closes.
+            assert!(
+                hung_up.recv().unwrap(),
+                "round {round}: the client kept the socket"
+            );
+            let later = client.call(b"second").unwrap_err();
+            assert_eq!(
+                later.kind(),
+                ErrorKind::BrokenPipe,
+                "round {round}: {later}"
+            );
+            drop(client);
+            assert_eq!(good.call(b"still here").unwrap().to_vec(), b"still here");
+        }
+        eprintln!("{answered} calls answered, {closed} failed");
+        assert!(
+            closed > 0 && answered > 0,
+            "the garbage never hit one of the two outcomes"
+        );
+    });
+}
