@@ -3,8 +3,9 @@
 //! only the offending connection; a client killed with SIGKILL (a child
 //! process) is dropped while another client keeps being served; an arena
 //! memfd that is not sealed against writes, or not the agreed size, is
-//! refused by either side; and the credential policy refuses peers on
-//! both sides.
+//! refused by either side; the credential policy refuses peers on both
+//! sides; and seeded random requests and ring words close only their
+//! connection.
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -482,5 +483,167 @@ fn credential_policy_refuses_peers() {
         // Defaults work.
         let c = Client::connect(&path2).unwrap();
         assert_eq!(c.call(b"ok").unwrap().to_vec(), b"ok");
+    });
+}
+
+/// A client that does the handshake by hand and keeps a read-write map
+/// of the whole region, to write any word of it.
+struct RawClient {
+    ep: green::shm::Endpoint,
+    sock: std::os::unix::net::UnixStream,
+    header: green::shm::RegionHeader,
+    map: memmap2::MmapRaw,
+}
+
+impl RawClient {
+    fn connect(path: &Path) -> RawClient {
+        let sock = std::os::unix::net::UnixStream::connect(path).unwrap();
+        (&sock).write_all(&green::ipc::hello(None)).unwrap();
+        let (fds, _) = green::shm::recv_fds(&sock, 2).unwrap();
+        let [region_fd, arena_fd]: [OwnedFd; 2] = fds.try_into().unwrap();
+        let size = rustix::fs::fstat(&region_fd).unwrap().st_size as usize;
+        let map = memmap2::MmapOptions::new()
+            .len(size)
+            .map_raw(region_fd.as_raw_fd())
+            .unwrap();
+        let region = Region::attach(region_fd).unwrap();
+        let header = *region.header();
+        let peer = green::shm::PeerArena::attach(
+            arena_fd,
+            green::shm::ARENA_NAMES[1],
+            header.server_arena_len,
+        )
+        .unwrap();
+        let own = OwnArena::create(header.client_arena_len).unwrap();
+        green::shm::send_fd(&sock, own.fd(), green::ipc::PROTOCOL).unwrap();
+        let ep = region.into_client(own, peer).unwrap();
+        RawClient {
+            ep,
+            sock,
+            header,
+            map,
+        }
+    }
+
+    /// The `u32` at byte `at` of the request ring (`request`) or the
+    /// response ring.
+    fn ring_word(&self, request: bool, at: u64) -> &std::sync::atomic::AtomicU32 {
+        let ring = if request {
+            self.header.request_ring
+        } else {
+            self.header.response_ring
+        };
+        assert!(at % 4 == 0 && at + 4 <= ring.len);
+        // SAFETY: the ring lies inside the mapping (its header was
+        // validated by `Region::attach`) and `at + 4 <= ring.len`; the
+        // region is page-aligned, so the word is in bounds and 4-aligned.
+        // Every bit pattern is a valid `AtomicU32`, and atomics tolerate
+        // the server's concurrent accesses.
+        unsafe {
+            &*self
+                .map
+                .as_mut_ptr()
+                .add((ring.offset + at) as usize)
+                .cast::<std::sync::atomic::AtomicU32>()
+        }
+    }
+}
+
+/// xorshift64*: reproducible garbage.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Seeded random requests, near-misses of valid ones, and random words
+/// in both rings except the ones the server writes: whatever a round
+/// sends, the server answers what is valid, closes the connection at the
+/// first violation (each round ends with one), reports it, never panics
+/// or hangs, and a well-behaved client keeps being served.
+#[test]
+fn random_requests_and_ring_words_close_only_their_connection() {
+    if std::env::var_os("GREEN_IPC_CLIENT").is_some() {
+        return;
+    }
+    let path = sock_path("random");
+    let errors = start_server(&path, ServerConfig::default());
+    watchdog(move || {
+        let good = Client::connect(&path).unwrap();
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let rounds = 120;
+        for round in 0..rounds {
+            let mut c = RawClient::connect(&path);
+            let arena = c.header.client_arena_len;
+            // Some valid bodies in our arena for the near-misses.
+            let body = c.ep.arena.alloc(64).unwrap();
+            c.ep.arena
+                .mem()
+                .copy_to_owned(body.offset, &[round as u8; 64])
+                .unwrap();
+            for _ in 0..1 + rng.below(4) {
+                if rng.below(4) == 0 {
+                    // Not the words the server writes: the request ring's
+                    // head (+256) and sleep flag (+384), the response
+                    // ring's tail (+128) and futex (+388), or its slots.
+                    let request = rng.below(2) == 0;
+                    let len = if request {
+                        c.header.request_ring.len
+                    } else {
+                        512
+                    };
+                    let at = rng.below(len / 4) * 4;
+                    let servers = if request { [256, 384] } else { [128, 388] };
+                    if !servers.contains(&at) {
+                        c.ring_word(request, at)
+                            .store(rng.next() as u32, Ordering::SeqCst);
+                    }
+                } else {
+                    let opcode =
+                        [CALL, CALL, CALL, RELEASE, rng.next() as u32][rng.below(5) as usize];
+                    let flags = match rng.below(6) {
+                        0..=2 => 0,
+                        3 => INLINE | rng.below(INLINE_MAX as u64 + 4) as u32,
+                        4 => 1 << rng.below(32),
+                        _ => rng.next() as u32,
+                    };
+                    let offsets = [body.offset, rng.below(arena), arena - 8, u64::MAX - 7];
+                    let lens = [0, 64, rng.below(64), arena, rng.next()];
+                    let d = Desc {
+                        id: [round, round + 1, rng.next()][rng.below(3) as usize],
+                        opcode,
+                        flags,
+                        offset: offsets[rng.below(4) as usize],
+                        len: lens[rng.below(5) as usize],
+                    };
+                    let _ = c.ep.tx.push(d);
+                }
+                let _ = c.ep.tx.notify();
+            }
+            // End every round with a violation, after what came before.
+            let _ = c.ep.tx.push(Desc {
+                id: 0,
+                opcode: 999,
+                flags: 0,
+                offset: 0,
+                len: 0,
+            });
+            let _ = c.ep.tx.notify();
+            assert_closed_by_server(&c.sock);
+            wait_errors(&errors, round as usize + 1);
+            assert_eq!(good.call(b"still here").unwrap().to_vec(), b"still here");
+        }
+        let reports = errors.lock().unwrap();
+        eprintln!("server reported: {:?}", &reports[..reports.len().min(5)]);
+        assert!(reports.len() >= rounds as usize);
     });
 }

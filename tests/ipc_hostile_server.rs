@@ -327,7 +327,14 @@ fn random_answer(rng: &mut Rng, call: &Desc) -> Desc {
         4 => 1 << rng.below(32),
         _ => r2 as u32,
     };
-    let id = rng.pick(&[call.id, call.id, call.id, call.id + 1, call.id ^ (1 << 32), r5]);
+    let id = rng.pick(&[
+        call.id,
+        call.id,
+        call.id,
+        call.id + 1,
+        call.id ^ (1 << 32),
+        r5,
+    ]);
     let offset = rng.pick(&[0, r3, ARENA - 8, ARENA, u64::MAX - r4, r6]);
     let len = rng.pick(&[0, r4, r3, ARENA, ARENA + 1, r1]);
     Desc {
