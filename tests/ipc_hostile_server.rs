@@ -1,20 +1,19 @@
 //! The client against a server that breaks the protocol. A fake server
 //! (this file's, built from the public handshake pieces) answers a call
-//! with unknown opcodes, ids nobody asked for, bodies outside its arena,
-//! malformed inline bodies, a second answer to one call, a corrupt ring
+//! (made with `call` or with `call_async`) with unknown opcodes, ids
+//! nobody asked for, bodies outside its arena, malformed inline bodies, a second answer to one call, a corrupt ring
 //! index or random bytes in the response ring. Each time the client
 //! closes that connection: the call waiting on it fails with
 //! `InvalidData` and a message naming the fault, later calls fail at once
 //! with `BrokenPipe`, the fake server sees the client hang up, nothing
 //! panics or hangs, and a connection to a well-behaved server in the same
 //! process keeps working.
-use std::io::Write;
-use std::io::{ErrorKind, Read};
+use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use green::ipc::{
@@ -140,6 +139,17 @@ fn one_lane() -> ClientConfig {
     ClientConfig::default().lanes(1)
 }
 
+/// A call with `call`, or with `call_async` from an async task.
+fn call(client: &Arc<Client>, asynchronous: bool, req: &'static [u8]) -> io::Result<Vec<u8>> {
+    if !asynchronous {
+        return client.call(req).map(|r| r.to_vec());
+    }
+    let client = client.clone();
+    green::spawn_async(async move { client.call_async(req).await.map(|r| r.to_vec()) })
+        .join()
+        .unwrap()
+}
+
 /// One bad answer: the descriptors the fake server sends for `call`.
 type Answer = fn(&Desc) -> Vec<Desc>;
 
@@ -211,17 +221,21 @@ fn bad_responses_close_only_their_connection_and_fail_its_calls() {
                 "unknown response opcode",
             ),
         ];
-        for (i, (what, answer, says)) in cases.into_iter().enumerate() {
-            let path = sock_path(&format!("bad{i}"));
+        let runs = cases
+            .into_iter()
+            .enumerate()
+            .flat_map(|(i, case)| [(i, case, false), (i, case, true)]);
+        for (i, (what, answer, says), asynchronous) in runs {
+            let path = sock_path(&format!("bad{i}-{asynchronous}"));
             let hung_up = fake_server(&path, move |conn| {
                 let call = conn.next_call();
                 conn.send(&answer(&call));
             });
-            let client = Client::connect_with(&path, one_lane()).unwrap();
-            let err = client.call(b"first").unwrap_err();
+            let client = Arc::new(Client::connect_with(&path, one_lane()).unwrap());
+            let err = call(&client, asynchronous, b"first").unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidData, "{what}: {err}");
             assert!(err.to_string().contains(says), "{what}: {err}");
-            let later = client.call(b"second").unwrap_err();
+            let later = call(&client, asynchronous, b"second").unwrap_err();
             assert_eq!(later.kind(), ErrorKind::BrokenPipe, "{what}: {later}");
             assert!(later.to_string().contains(says), "{what}: {later}");
             assert!(
