@@ -1,13 +1,13 @@
 //! The client against a server that breaks the protocol. A fake server
 //! (this file's, built from the public handshake pieces) answers a call
 //! (made with `call` or with `call_async`) with unknown opcodes, ids
-//! nobody asked for, bodies outside its arena, malformed inline bodies, a second answer to one call, a corrupt ring
-//! index or random bytes in the response ring. Each time the client
-//! closes that connection: the call waiting on it fails with
-//! `InvalidData` and a message naming the fault, later calls fail at once
-//! with `BrokenPipe`, the fake server sees the client hang up, nothing
-//! panics or hangs, and a connection to a well-behaved server in the same
-//! process keeps working.
+//! nobody asked for, bodies outside its arena, malformed inline bodies,
+//! a second answer to one call, a corrupt ring index or random bytes in
+//! the response ring. Each time the client closes that connection: the
+//! call waiting on it fails with `InvalidData` and a message naming the
+//! fault, later calls fail at once with `BrokenPipe`, the fake server
+//! sees the client hang up, nothing panics or hangs, and a connection
+//! to a well-behaved server in the same process keeps working.
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
