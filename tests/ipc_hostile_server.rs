@@ -7,10 +7,13 @@
 //! call waiting on it fails with `InvalidData` and a message naming the
 //! fault, later calls fail at once with `BrokenPipe`, the fake server
 //! sees the client hang up, nothing panics or hangs, and a connection
-//! to a well-behaved server in the same process keeps working.
+//! to a well-behaved server in the same process keeps working. A server
+//! that fails the handshake (hangs up, stays silent, speaks another
+//! protocol, sends the wrong fds, a region of garbage or one too large)
+//! makes `connect` fail with an error that says which.
 use std::io::{self, ErrorKind, Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixListener;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
@@ -437,5 +440,121 @@ fn random_responses_end_every_call_and_never_panic() {
             closed > 0 && answered > 0,
             "the garbage never hit one of the two outcomes"
         );
+    });
+}
+
+/// A fake server for one connection that reads the client's hello and
+/// then hands the socket to `then`.
+fn fake_handshake(path: &Path, then: impl FnOnce(UnixStream) + Send + 'static) {
+    let listener = UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        let mut hello = green::ipc::hello(None);
+        sock.read_exact(&mut hello).unwrap();
+        then(sock);
+    });
+}
+
+/// A region and a server arena as `Server` makes them.
+fn region_and_arena() -> (Region, OwnArena) {
+    let region = Region::create(&RegionLayout::new(64, 64, ARENA, ARENA)).unwrap();
+    let own = OwnArena::create(region.header().server_arena_len).unwrap();
+    (region, own)
+}
+
+/// A server that fails the handshake: `connect` returns an error of the
+/// right kind naming what went wrong, and nothing panics or hangs.
+#[test]
+fn a_bad_handshake_fails_connect_with_a_clear_error() {
+    type Script = Box<dyn FnOnce(UnixStream) + Send>;
+    watchdog(|| {
+        let cases: Vec<(&str, Script, ErrorKind, &str)> = vec![
+            (
+                "hangs up after the hello",
+                Box::new(drop),
+                ErrorKind::UnexpectedEof,
+                "closed the socket",
+            ),
+            (
+                "sends nothing",
+                Box::new(|sock| {
+                    // Until the client gives up and hangs up.
+                    let _ = (&sock).read(&mut [0u8; 1]);
+                }),
+                ErrorKind::TimedOut,
+                "sent no region",
+            ),
+            (
+                "speaks another protocol",
+                Box::new(|sock| {
+                    let (region, own) = region_and_arena();
+                    send_fds(&sock, &[region.fd(), own.fd()], b"other/1").unwrap();
+                    let _ = (&sock).read(&mut [0u8; 1]);
+                }),
+                ErrorKind::InvalidData,
+                "unknown protocol",
+            ),
+            (
+                "sends the region without its arena",
+                Box::new(|sock| {
+                    let (region, _own) = region_and_arena();
+                    send_fds(&sock, &[region.fd()], PROTOCOL).unwrap();
+                    let _ = (&sock).read(&mut [0u8; 1]);
+                }),
+                ErrorKind::InvalidData,
+                "carries 1 fds, expected 2",
+            ),
+            (
+                "sends /dev/null as its region",
+                Box::new(|sock| {
+                    let null = std::fs::File::open("/dev/null").unwrap();
+                    let (_region, own) = region_and_arena();
+                    send_fds(&sock, &[null.as_fd(), own.fd()], PROTOCOL).unwrap();
+                    let _ = (&sock).read(&mut [0u8; 1]);
+                }),
+                ErrorKind::InvalidData,
+                "not a memfd",
+            ),
+            (
+                "sends a region of garbage",
+                Box::new(|sock| {
+                    let (region, own) = region_and_arena();
+                    let size = region.header().size as usize;
+                    let map = memmap2::MmapOptions::new()
+                        .len(size)
+                        .map_raw(region.fd().as_raw_fd())
+                        .unwrap();
+                    // SAFETY: `size` bytes are mapped, and nobody else
+                    // uses the region yet.
+                    unsafe { std::ptr::write_bytes(map.as_mut_ptr(), 0xab, size) };
+                    send_fds(&sock, &[region.fd(), own.fd()], PROTOCOL).unwrap();
+                    let _ = (&sock).read(&mut [0u8; 1]);
+                }),
+                ErrorKind::InvalidData,
+                "magic",
+            ),
+            (
+                "asks for more memory than the client maps",
+                Box::new(|sock| {
+                    let region =
+                        Region::create(&RegionLayout::new(64, 64, 64 << 20, 64 << 20)).unwrap();
+                    let own = OwnArena::create(region.header().server_arena_len).unwrap();
+                    send_fds(&sock, &[region.fd(), own.fd()], PROTOCOL).unwrap();
+                    let _ = (&sock).read(&mut [0u8; 1]);
+                }),
+                ErrorKind::InvalidData,
+                "above the limit",
+            ),
+        ];
+        for (i, (what, script, kind, says)) in cases.into_iter().enumerate() {
+            let path = sock_path(&format!("handshake{i}"));
+            fake_handshake(&path, script);
+            let config = one_lane()
+                .handshake_timeout(Duration::from_millis(200))
+                .max_region(32 << 20);
+            let err = Client::connect_with(&path, config).unwrap_err();
+            assert_eq!(err.kind(), kind, "{what}: {err}");
+            assert!(err.to_string().contains(says), "{what}: {err}");
+        }
     });
 }

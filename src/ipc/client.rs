@@ -984,7 +984,9 @@ impl Client {
     /// The socket's errors; [`io::ErrorKind::PermissionDenied`] if the
     /// server's credentials fail the policy; `UnexpectedEof` if the server
     /// refused us; `InvalidData` for a region that fails validation or
-    /// exceeds the size limit.
+    /// exceeds the size limit, or a handshake in another protocol;
+    /// `TimedOut` if the server sends no region within
+    /// [`ClientConfig::handshake_timeout`].
     pub fn connect(path: impl AsRef<Path>) -> io::Result<Client> {
         Client::connect_with(path, ClientConfig::default())
     }
@@ -1062,7 +1064,7 @@ impl Client {
         // wait for them without blocking the carrier.
         let (fds, payload) = handshake_wait(
             &sock,
-            std::time::Duration::from_secs(30),
+            config.handshake_timeout,
             "ipc server sent no region",
             || recv_fds(&sock, 2),
         )?;

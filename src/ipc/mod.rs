@@ -493,6 +493,7 @@ pub struct ClientConfig {
     arena_full: ArenaFullPolicy,
     lanes: Option<usize>,
     max_in_flight: u64,
+    handshake_timeout: Duration,
 }
 
 /// Default of [`ClientConfig::max_in_flight`].
@@ -501,7 +502,8 @@ pub const DEFAULT_MAX_IN_FLIGHT: u64 = 4 << 20;
 impl Default for ClientConfig {
     /// Same-uid servers only, up to 1 GiB mapped per lane, wait up to 30 s for
     /// request space, one lane per carrier, at most
-    /// [`DEFAULT_MAX_IN_FLIGHT`] bytes of request bodies in flight per lane.
+    /// [`DEFAULT_MAX_IN_FLIGHT`] bytes of request bodies in flight per lane,
+    /// wait up to 30 s for the server's region.
     fn default() -> Self {
         ClientConfig {
             credentials: CredentialPolicy::SameUid,
@@ -509,6 +511,7 @@ impl Default for ClientConfig {
             arena_full: ArenaFullPolicy::default(),
             lanes: None,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            handshake_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -564,6 +567,15 @@ impl ClientConfig {
     /// reads that (BENCHMARKS.md measures the difference).
     pub fn max_in_flight(mut self, bytes: u64) -> Self {
         self.max_in_flight = bytes;
+        self
+    }
+
+    /// How long `connect` waits for the server to send its region after
+    /// the client's hello, per lane (default 30 s); then `connect` fails
+    /// with [`io::ErrorKind::TimedOut`]. The wait does not block the
+    /// carrier.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
         self
     }
 }
