@@ -10,7 +10,9 @@
 //! to a well-behaved server in the same process keeps working. A server
 //! that fails the handshake (hangs up, stays silent, speaks another
 //! protocol, sends the wrong fds, a region of garbage or one too large)
-//! makes `connect` fail with an error that says which.
+//! makes `connect` fail with an error that says which. And a server
+//! that dies while calls wait for ring or arena room fails those calls
+//! too.
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -41,6 +43,8 @@ fn sock_path(name: &str) -> PathBuf {
 
 /// What the fake server's script gets: its end of the connection.
 struct Conn {
+    /// The socket: the script may drop it (the server dies).
+    sock: Option<UnixStream>,
     ep: Endpoint,
     header: RegionHeader,
     /// The whole region, mapped read-write as the server maps it.
@@ -98,13 +102,22 @@ fn fake_server(
     path: &Path,
     script: impl FnOnce(&mut Conn) + Send + 'static,
 ) -> mpsc::Receiver<bool> {
+    fake_server_with(path, RegionLayout::new(64, 64, ARENA, ARENA), script)
+}
+
+/// As [`fake_server`], with the region laid out as `layout`; if the
+/// script drops the socket, the receiver gets nothing.
+fn fake_server_with(
+    path: &Path,
+    layout: RegionLayout,
+    script: impl FnOnce(&mut Conn) + Send + 'static,
+) -> mpsc::Receiver<bool> {
     let listener = UnixListener::bind(path).unwrap();
     let (done_tx, done_rx) = mpsc::channel();
     std::thread::spawn(move || {
         let (mut sock, _) = listener.accept().unwrap();
         let mut hello = green::ipc::hello(None);
         sock.read_exact(&mut hello).unwrap();
-        let layout = RegionLayout::new(64, 64, ARENA, ARENA);
         let region = Region::create(&layout).unwrap();
         let header = *region.header();
         let own = OwnArena::create(header.server_arena_len).unwrap();
@@ -117,8 +130,16 @@ fn fake_server(
         assert_eq!(payload, PROTOCOL);
         let peer = PeerArena::attach(fd, ARENA_NAMES[0], header.client_arena_len).unwrap();
         let ep = region.into_server(own, peer).unwrap();
-        let mut conn = Conn { ep, header, map };
+        let mut conn = Conn {
+            sock: Some(sock),
+            ep,
+            header,
+            map,
+        };
         script(&mut conn);
+        let Some(mut sock) = conn.sock.take() else {
+            return;
+        };
         // Keep the connection open: the client must hang up by itself.
         sock.set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
@@ -556,5 +577,59 @@ fn a_bad_handshake_fails_connect_with_a_clear_error() {
             assert_eq!(err.kind(), kind, "{what}: {err}");
             assert!(err.to_string().contains(says), "{what}: {err}");
         }
+    });
+}
+
+/// Calls waiting for room, on a ring the server stopped reading (inline
+/// bodies) and in an arena its calls filled (16 KiB bodies), all fail
+/// when the server dies, with `ConnectionReset` or `BrokenPipe`: neither
+/// kind of wait outlives the peer (the arena wait would otherwise last
+/// its 30 s and end in `OutOfMemory`).
+#[test]
+fn calls_waiting_for_ring_or_arena_room_fail_when_the_server_dies() {
+    watchdog(|| {
+        let path = sock_path("dies");
+        let (die_tx, die_rx) = mpsc::channel::<()>();
+        // An 8-entry request ring and a 64 KiB client arena.
+        let layout = RegionLayout::new(8, 64, 64 << 10, ARENA);
+        let _ = fake_server_with(&path, layout, move |conn| {
+            // Read nothing; die when told.
+            die_rx.recv().unwrap();
+            conn.sock.take();
+        });
+        let client = Arc::new(Client::connect_with(&path, one_lane()).unwrap());
+        let calls: Vec<_> = (0..80)
+            .map(|i| {
+                let client = client.clone();
+                let body = if i % 2 == 0 {
+                    vec![1u8; 8]
+                } else {
+                    vec![2u8; 16 << 10]
+                };
+                green::spawn(move || client.call(&body).map(|r| r.len()))
+            })
+            .collect();
+        // Let the callers reach their waits (the test holds either way:
+        // a call not yet waiting must fail as well).
+        std::thread::sleep(Duration::from_millis(200));
+        die_tx.send(()).unwrap();
+        for (i, call) in calls.into_iter().enumerate() {
+            let err = call.join().unwrap().unwrap_err();
+            assert!(
+                matches!(
+                    err.kind(),
+                    ErrorKind::ConnectionReset | ErrorKind::BrokenPipe
+                ),
+                "call {i}: {err}"
+            );
+        }
+        let later = client.call(b"later").unwrap_err();
+        assert!(
+            matches!(
+                later.kind(),
+                ErrorKind::ConnectionReset | ErrorKind::BrokenPipe
+            ),
+            "{later}"
+        );
     });
 }
