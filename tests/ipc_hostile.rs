@@ -493,6 +493,8 @@ struct RawClient {
     sock: std::os::unix::net::UnixStream,
     header: green::shm::RegionHeader,
     map: memmap2::MmapRaw,
+    /// The region memfd's inode.
+    region_ino: u64,
 }
 
 impl RawClient {
@@ -501,7 +503,8 @@ impl RawClient {
         (&sock).write_all(&green::ipc::hello(None)).unwrap();
         let (fds, _) = green::shm::recv_fds(&sock, 2).unwrap();
         let [region_fd, arena_fd]: [OwnedFd; 2] = fds.try_into().unwrap();
-        let size = rustix::fs::fstat(&region_fd).unwrap().st_size as usize;
+        let stat = rustix::fs::fstat(&region_fd).unwrap();
+        let (size, region_ino) = (stat.st_size as usize, stat.st_ino);
         let map = memmap2::MmapOptions::new()
             .len(size)
             .map_raw(region_fd.as_raw_fd())
@@ -522,6 +525,7 @@ impl RawClient {
             sock,
             header,
             map,
+            region_ino,
         }
     }
 
@@ -645,5 +649,57 @@ fn random_requests_and_ring_words_close_only_their_connection() {
         let reports = errors.lock().unwrap();
         eprintln!("server reported: {:?}", &reports[..reports.len().min(5)]);
         assert!(reports.len() >= rounds as usize);
+    });
+}
+
+/// A client that dies while the server's handlers wait for room in the
+/// server's arena (it never released the responses that filled it): the
+/// server ends those waits and lets go of the connection's memory at
+/// once, not when the arena wait would have timed out, and reports
+/// nothing (a client going away is not a protocol error).
+#[test]
+fn a_client_dying_while_handlers_wait_for_response_room_is_let_go() {
+    if std::env::var_os("GREEN_IPC_CLIENT").is_some() {
+        return;
+    }
+    let path = sock_path("dies-full");
+    // Room for four 16 KiB responses; a wait longer than the watchdog.
+    let config = ServerConfig::default()
+        .server_arena(64 << 10)
+        .arena_full(green::ipc::ArenaFullPolicy::Wait(Duration::from_secs(600)));
+    let errors = start_server(&path, config);
+    watchdog(move || {
+        let good = Client::connect(&path).unwrap();
+        let mut c = RawClient::connect(&path);
+        for id in 1..=12u64 {
+            let body = c.ep.arena.alloc(16 << 10).unwrap();
+            c.ep.arena
+                .mem()
+                .copy_to_owned(body.offset, &[id as u8; 16 << 10])
+                .unwrap();
+            c.ep.tx
+                .push(Desc {
+                    id,
+                    opcode: CALL,
+                    flags: 0,
+                    offset: body.offset,
+                    len: body.len,
+                })
+                .unwrap();
+        }
+        c.ep.tx.notify().unwrap();
+        // Four answers fill the server's arena; the other handlers wait.
+        while c.ep.rx.len().unwrap() < 4 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let region = c.region_ino;
+        drop(c);
+        // The server unmaps the region once every handler is gone (the
+        // watchdog bounds the wait).
+        while memfd_inodes().contains(&region) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(good.call(b"still here").unwrap().to_vec(), b"still here");
+        assert_eq!(reported(&errors), 0);
     });
 }
