@@ -619,14 +619,14 @@ fn arena_full_fail_policy_and_wait_policy() {
                 v.resize(40_000, 7);
                 v
             };
-            // Fail: a second 40 KB call while the first holds the arena.
+            // Fail: a second 40 KB call while a first holds the arena (a
+            // request being built in place holds its space until sent).
             let fail = connect(ArenaFullPolicy::Fail);
-            let c = fail.clone();
-            let first = green::spawn(move || c.call(&big(b"SLEEP")).map(|r| r.len()));
-            green::thread::sleep(Duration::from_millis(100));
+            let mut first = fail.request_builder(40_000).unwrap();
+            first.as_mut_bytes().copy_from_slice(&big(b"first"));
             let err = fail.call(&big(b"x")).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{err}");
-            assert_eq!(first.join().unwrap().unwrap(), 40_000);
+            assert_eq!(first.call().unwrap().to_vec(), big(b"first"));
             // Larger than the whole arena: fails at once, whatever the policy.
             let err = fail.call(&vec![0; 1 << 20]).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{err}");
@@ -634,18 +634,15 @@ fn arena_full_fail_policy_and_wait_policy() {
             assert_eq!(fail.call(&big(b"y")).unwrap().len(), 40_000);
             // With the whole arena held, bodies of up to INLINE_MAX bytes still
             // go (inside their descriptors); one byte more needs arena space.
-            let c = fail.clone();
-            let mut all = vec![1u8; 65536];
-            all[..5].copy_from_slice(b"SLEEP");
-            let first = green::spawn(move || c.call(&all).map(|r| r.len()));
-            green::thread::sleep(Duration::from_millis(100));
+            let mut all = fail.request_builder(65536).unwrap();
+            all.as_mut_bytes().fill(1);
             let short = [9u8; green::ipc::INLINE_MAX];
             for _ in 0..100 {
                 assert_eq!(fail.call(&short).unwrap().to_vec(), short);
             }
             let err = fail.call(&[9u8; green::ipc::INLINE_MAX + 1]).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{err}");
-            assert_eq!(first.join().unwrap().unwrap(), 65536);
+            assert_eq!(all.call().unwrap().len(), 65536);
 
             // Wait: the second call proceeds once the first's space frees.
             let wait = connect(ArenaFullPolicy::Wait(Duration::from_secs(20)));
@@ -672,9 +669,8 @@ fn arena_full_fail_policy_and_wait_policy() {
 
             // A wait that outlasts its limit fails, blocking or async.
             let short = connect(ArenaFullPolicy::Wait(Duration::from_millis(50)));
-            let c = short.clone();
-            let first = green::spawn(move || c.call(&big(b"SLEEP")).map(|r| r.len()));
-            green::thread::sleep(Duration::from_millis(100));
+            let mut first = short.request_builder(40_000).unwrap();
+            first.as_mut_bytes().copy_from_slice(&big(b"first"));
             let err = short.call(&big(b"x")).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{err}");
             let c = short.clone();
@@ -684,7 +680,7 @@ fn arena_full_fail_policy_and_wait_policy() {
                     .unwrap()
                     .unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{err}");
-            assert_eq!(first.join().unwrap().unwrap(), 40_000);
+            assert_eq!(first.call().unwrap().to_vec(), big(b"first"));
         },
     );
 }
