@@ -633,3 +633,124 @@ fn calls_waiting_for_ring_or_arena_room_fail_when_the_server_dies() {
         );
     });
 }
+
+/// `call_timeout` against a server that takes its time: the call gives up
+/// with `TimedOut`, the connection keeps working, and the answer that
+/// comes late is released (its body handed back to the server).
+#[test]
+fn a_call_that_times_out_is_abandoned_and_its_late_answer_released() {
+    watchdog(|| {
+        let path = sock_path("late");
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let (released_tx, released_rx) = mpsc::channel::<bool>();
+        let _ = fake_server(&path, move |conn| {
+            let slow = conn.next_call();
+            go_rx.recv().unwrap();
+            let fast = conn.next_call();
+            conn.send(&[reply(
+                fast.id,
+                INLINE | 2,
+                u64::from(u16::from_le_bytes(*b"b!")),
+                0,
+            )]);
+            // The slow call's answer, late, in the server arena.
+            let body = conn.ep.arena.alloc(100).unwrap();
+            conn.ep
+                .arena
+                .mem()
+                .copy_to_owned(body.offset, &[7; 100])
+                .unwrap();
+            conn.send(&[reply(slow.id, 0, body.offset, body.len)]);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let released = loop {
+                match conn.ep.rx.pop().unwrap() {
+                    Some(d) if d.opcode == RELEASE && d.offset == body.offset => break true,
+                    Some(d) => panic!("unexpected {d:?}"),
+                    None if Instant::now() > deadline => break false,
+                    None => std::thread::sleep(Duration::from_millis(1)),
+                }
+            };
+            released_tx.send(released).unwrap();
+        });
+        let client = Client::connect_with(&path, one_lane()).unwrap();
+        let err = client
+            .call_timeout(b"slow", Duration::from_millis(100))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
+        assert!(
+            err.to_string().contains("waiting for the response"),
+            "{err}"
+        );
+        go_tx.send(()).unwrap();
+        assert_eq!(client.call(b"fast").unwrap().to_vec(), b"b!");
+        assert!(
+            released_rx.recv().unwrap(),
+            "the late answer was not released"
+        );
+    });
+}
+
+/// `call_timeout` while waiting for room: on a full request ring and in
+/// a full client arena, the call gives up with `TimedOut`, and leaving
+/// the queue for arena room passes the turn on: a call queued behind it
+/// is sent once room comes, and every other call completes.
+#[test]
+fn a_call_that_times_out_waiting_for_room_gives_up_its_turn() {
+    watchdog(|| {
+        let path = sock_path("room");
+        let (full_tx, full_rx) = mpsc::channel::<()>();
+        let (serve_tx, serve_rx) = mpsc::channel::<()>();
+        // An 8-entry request ring and room for four 16 KiB bodies.
+        let layout = RegionLayout::new(8, 64, 64 << 10, ARENA);
+        let _ = fake_server_with(&path, layout, move |conn| {
+            while conn.ep.rx.len().unwrap() < 8 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            full_tx.send(()).unwrap();
+            serve_rx.recv().unwrap();
+            let ok = |call: &Desc| {
+                reply(
+                    call.id,
+                    INLINE | 2,
+                    u64::from(u16::from_le_bytes(*b"ok")),
+                    0,
+                )
+            };
+            let eight: Vec<Desc> = (0..8).map(|_| conn.next_call()).collect();
+            let (big, small): (Vec<Desc>, Vec<Desc>) = eight.into_iter().partition(|d| d.len > 16);
+            // The inline calls and one big one: room for one body, which
+            // must go to the call queued for it.
+            let first: Vec<Desc> = small.iter().chain(&big[..1]).map(ok).collect();
+            conn.send(&first);
+            let queued = conn.next_call();
+            conn.send(&[ok(&queued)]);
+            let rest: Vec<Desc> = big[1..].iter().map(ok).collect();
+            conn.send(&rest);
+        });
+        let client = Arc::new(Client::connect_with(&path, one_lane()).unwrap());
+        let spawn_call = |len: usize| {
+            let client = client.clone();
+            green::spawn(move || client.call(&vec![3u8; len]).map(|r| r.to_vec()))
+        };
+        // Four bodies fill the arena; with four inline calls, the ring.
+        let mut calls: Vec<_> = (0..4).map(|_| spawn_call(16 << 10)).collect();
+        calls.extend((0..4).map(|_| spawn_call(8)));
+        full_rx.recv().unwrap();
+        let err = client
+            .call_timeout(b"no room", Duration::from_millis(100))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
+        assert!(err.to_string().contains("request ring"), "{err}");
+        let err = client
+            .call_timeout(&[4u8; 16 << 10], Duration::from_millis(100))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
+        assert!(err.to_string().contains("client arena"), "{err}");
+        // Queued for room behind where the timed-out call was.
+        calls.push(spawn_call(16 << 10));
+        serve_tx.send(()).unwrap();
+        for (i, call) in calls.into_iter().enumerate() {
+            assert_eq!(call.join().unwrap().unwrap(), b"ok", "call {i}");
+        }
+    });
+}

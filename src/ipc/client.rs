@@ -146,6 +146,32 @@ impl CallSlot {
         }
     }
 
+    /// Waits (parked) until the result is delivered or `deadline` passes;
+    /// whether it was delivered. A caller that gets `false` must take its
+    /// [`SlotRef`] back ([`Inner::abandon`]) or else wait for DONE before
+    /// it may return: the slot lives on its stack.
+    fn park_until_done_or(&self, deadline: Instant) -> bool {
+        // SAFETY: as in `park_until_done`.
+        unsafe { *self.thread.get() = Some(crate::thread::current()) };
+        if self
+            .state
+            .compare_exchange(POLLING, PARKING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return true; // DONE meanwhile
+        }
+        loop {
+            if self.is_done() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            crate::thread::park_timeout(left);
+        }
+    }
+
     /// Takes the delivered result.
     ///
     /// # Safety
@@ -198,6 +224,14 @@ impl SlotRef {
             t.unpark();
         }
     }
+}
+
+/// The error of a call that timed out while `what`.
+fn timed_out(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("ipc call timed out {what}"),
+    )
 }
 
 /// A wake-up to do once the state lock is released.
@@ -642,19 +676,32 @@ impl Inner {
     /// wait (for room, under the [`ArenaFullPolicy`], or for calls in
     /// flight, under [`ClientConfig::max_in_flight`]). `copied` as for
     /// [`State::try_space`].
-    fn alloc(&self, len: u64, copied: bool) -> io::Result<Alloc> {
+    /// A call with a `deadline` (see [`Client::call_timeout`]) gives up
+    /// its place at it, with [`io::ErrorKind::TimedOut`].
+    fn alloc(&self, len: u64, copied: bool, deadline: Option<Instant>) -> io::Result<Alloc> {
         let mut wait = SpaceWait::default();
         loop {
-            match self.try_alloc(len, &mut wait, Asker::Thread, copied) {
+            let until = match self.try_alloc(len, &mut wait, Asker::Thread, copied) {
                 Space::Got(a) => return Ok(a),
                 Space::Fail(e) => return Err(e),
-                // Woken when its turn comes (a body freed, or the call
-                // before it placed its own), or at the deadline; the park
-                // token makes a wake-up between the unlock and here count.
-                Space::Wait(None) => crate::thread::park(),
-                Space::Wait(Some(deadline)) => {
-                    crate::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
+                Space::Wait(policy) => match (policy, deadline) {
+                    (Some(p), Some(d)) => Some(p.min(d)),
+                    (p, d) => p.or(d),
+                },
+            };
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                let turn = self.state.lock().leave(&mut wait);
+                if let Some(w) = turn {
+                    w.wake();
                 }
+                return Err(timed_out("waiting for room in the client arena"));
+            }
+            // Woken when its turn comes (a body freed, or the call before
+            // it placed its own), or at the deadline; the park token makes
+            // a wake-up between the unlock and here count.
+            match until {
+                None => crate::thread::park(),
+                Some(t) => crate::thread::park_timeout(t.saturating_duration_since(Instant::now())),
             }
         }
     }
@@ -731,7 +778,7 @@ impl Inner {
 
     /// Makes the call: pushes it (waiting while the ring is full), then
     /// waits for its result in a slot on this stack.
-    fn call(self: &Arc<Self>, src: Src<'_>) -> io::Result<Response> {
+    fn call(self: &Arc<Self>, src: Src<'_>, deadline: Option<Instant>) -> io::Result<Response> {
         let slot = CallSlot::new();
         let mut waiter = Some(Waiter::Slot(SlotRef(NonNull::from(&slot))));
         // The caller polls the response ring itself from before its push
@@ -741,16 +788,20 @@ impl Inner {
         // runs on another carrier, and no reader spinning on another CPU
         // meanwhile).
         self.pollers.fetch_add(1, Ordering::SeqCst);
+        let mut key = None;
         let (body, built) = match src {
             Src::Placed(body, built) => (Some(body), built),
             Src::Copy(bytes) => match self.try_push_copy(bytes, &mut waiter) {
-                Ok(Fast::Pushed(_)) => (None, false),
+                Ok(Fast::Pushed(k)) => {
+                    key = Some(k);
+                    (None, false)
+                }
                 Ok(Fast::Placed(body)) => (Some(body), false),
                 Ok(Fast::Fallback) => {
                     // It may wait for space: not polling meanwhile, or a
                     // reader parked for pollers would wait on it.
                     self.stop_polling(true);
-                    let body = self.write_body(bytes)?;
+                    let body = self.write_body(bytes, deadline)?;
                     self.pollers.fetch_add(1, Ordering::SeqCst);
                     (Some(body), false)
                 }
@@ -764,7 +815,17 @@ impl Inner {
             let mut backoff = Backoff::new();
             loop {
                 match self.try_push(body, built, &mut waiter) {
-                    Ok(Some(_)) => break,
+                    Ok(Some(k)) => {
+                        key = Some(k);
+                        break;
+                    }
+                    Ok(None) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                        self.stop_polling(true);
+                        if let Some(off) = body.arena_offset() {
+                            self.free_body(off, !built);
+                        }
+                        return Err(timed_out("waiting for room on the request ring"));
+                    }
                     Ok(None) => {
                         // The request ring is full: keep responses flowing
                         // while waiting for room.
@@ -796,12 +857,45 @@ impl Inner {
             self.spinners.unclaim(bit);
         }
         self.stop_polling(slot.is_done());
-        slot.park_until_done();
+        match (deadline, key) {
+            (Some(d), Some(key)) => {
+                if !slot.park_until_done_or(d) {
+                    if self.abandon(key, &slot) {
+                        return Err(timed_out("waiting for the response"));
+                    }
+                    // Being delivered: the deliverer saw PARKING (or
+                    // will), so it unparks this thread after DONE.
+                    while !slot.is_done() {
+                        crate::thread::park();
+                    }
+                }
+            }
+            _ => slot.park_until_done(),
+        }
         // SAFETY: `park_until_done` returns only once the slot is DONE.
         let r = unsafe { slot.take_result() };
         self.finish(
             r.unwrap_or_else(|| Err(io::Error::other("ipc call finished without a result"))),
         )
+    }
+
+    /// Gives up waiting for call `key`, whose result goes to `slot`, if
+    /// nothing is delivering it yet: takes the slot's [`SlotRef`] out of
+    /// the call's entry and marks the call abandoned (its response, when
+    /// it comes, is released and its request body freed then: the server
+    /// may still be reading it). False if the result is on its way (the
+    /// entry is gone with the `SlotRef`): the caller must then wait for
+    /// DONE, since the deliverer writes into `slot`.
+    fn abandon(&self, key: usize, slot: &CallSlot) -> bool {
+        let mut st = self.state.lock();
+        match st.pending.get_mut(key) {
+            Some(p) if matches!(&p.waiter, Waiter::Slot(s) if s.0 == NonNull::from(slot)) => {
+                p.waiter = Waiter::Waker(None);
+                p.abandoned = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// A future's state once its call `key` is pushed (it counts as a
@@ -834,8 +928,8 @@ impl Inner {
 
     /// Allocates a body in our arena (waiting for space, see
     /// [`alloc`](Self::alloc)) and copies `bytes` in.
-    fn write_body(&self, bytes: &[u8]) -> io::Result<Out> {
-        let a = self.alloc(bytes.len() as u64, true)?;
+    fn write_body(&self, bytes: &[u8], deadline: Option<Instant>) -> io::Result<Out> {
+        let a = self.alloc(bytes.len() as u64, true, deadline)?;
         if let Err(e) = self.mem.copy_to_owned(a.offset, bytes) {
             self.free_body(a.offset, true);
             return Err(e.into());
@@ -1194,10 +1288,34 @@ impl Client {
     /// closed; [`io::ErrorKind::OutOfMemory`] when the arena has no room
     /// (see [`ArenaFullPolicy`]); the handler's error kind if it failed.
     pub fn call(&self, request: &[u8]) -> io::Result<Response> {
+        self.call_until(request, None)
+    }
+
+    /// As [`call`](Self::call), giving up after `timeout`: waiting for
+    /// room (in the arena or on the ring) and for the response together
+    /// take at most about that long.
+    ///
+    /// A call that timed out is abandoned, not recalled: if it was sent,
+    /// the server may still run it, and its response is released when it
+    /// comes. Its request body stays in the client arena until then (the
+    /// server may still be reading it); a server that never answers keeps
+    /// it until the connection closes. The connection itself stays open.
+    /// (A [`CallFuture`] is abandoned the same way when dropped, so an
+    /// async call is bounded by dropping it when a timer fires.)
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::TimedOut`] when `timeout` passes first; otherwise
+    /// as [`call`](Self::call).
+    pub fn call_timeout(&self, request: &[u8], timeout: Duration) -> io::Result<Response> {
+        self.call_until(request, Some(Instant::now() + timeout))
+    }
+
+    fn call_until(&self, request: &[u8], deadline: Option<Instant>) -> io::Result<Response> {
         let lane = self.lane();
         match Out::inline(request) {
-            Some(out) => lane.call(Src::Placed(out, false)),
-            None => lane.call(Src::Copy(request)),
+            Some(out) => lane.call(Src::Placed(out, false), deadline),
+            None => lane.call(Src::Copy(request), deadline),
         }
     }
 
@@ -1223,7 +1341,7 @@ impl Client {
         let body = if len <= INLINE_MAX {
             Out::Inline([0; INLINE_MAX], len as u8)
         } else {
-            Out::Arena(lane.alloc(len as u64, false)?)
+            Out::Arena(lane.alloc(len as u64, false, None)?)
         };
         Ok(RequestBuilder {
             lane,
@@ -1351,7 +1469,21 @@ impl RequestBuilder<'_> {
     /// As [`Client::call`].
     pub fn call(mut self) -> io::Result<Response> {
         match self.body.take() {
-            Some(body) => self.lane.call(Src::Placed(body, true)),
+            Some(body) => self.lane.call(Src::Placed(body, true), None),
+            None => Err(io::Error::other("request already sent")),
+        }
+    }
+
+    /// As [`call`](Self::call), giving up after `timeout`, as
+    /// [`Client::call_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call_timeout`].
+    pub fn call_timeout(mut self, timeout: Duration) -> io::Result<Response> {
+        let deadline = Instant::now() + timeout;
+        match self.body.take() {
+            Some(body) => self.lane.call(Src::Placed(body, true), Some(deadline)),
             None => Err(io::Error::other("request already sent")),
         }
     }
