@@ -1776,4 +1776,34 @@ mod tests {
             assert_eq!(unsafe { slot.take_result() }.unwrap().unwrap().id, 2);
         }
     }
+
+    #[test]
+    fn a_timed_wait_on_a_slot_ends_at_its_deadline_or_its_result() {
+        use std::time::Duration;
+        // Nobody delivers: the wait ends at the deadline, not DONE.
+        let slot = CallSlot::new();
+        assert!(!slot.park_until_done_or(Instant::now() + Duration::from_millis(10)));
+        assert!(!slot.is_done());
+
+        // Delivered while waiting, or after the deadline passed (the
+        // caller could not take its `SlotRef` back and waits for DONE).
+        for (deliver_ms, deadline_ms) in [(0, 10_000), (20, 10_000), (30, 1)] {
+            let slot = CallSlot::new();
+            let r = SlotRef(NonNull::from(&slot));
+            std::thread::scope(|s| {
+                s.spawn(move || {
+                    std::thread::sleep(Duration::from_millis(deliver_ms));
+                    r.deliver(Ok(desc(3)));
+                });
+                let deadline = Instant::now() + Duration::from_millis(deadline_ms);
+                if !slot.park_until_done_or(deadline) {
+                    while !slot.is_done() {
+                        crate::thread::park();
+                    }
+                }
+            });
+            // SAFETY: done.
+            assert_eq!(unsafe { slot.take_result() }.unwrap().unwrap().id, 3);
+        }
+    }
 }

@@ -71,6 +71,13 @@
 //! fail at once with [`io::ErrorKind::BrokenPipe`], and the reader is woken
 //! (its own futex word is bumped) so it exits and the region is unmapped.
 //!
+//! A server that stays alive but does not answer is not gone: a plain
+//! [`Client::call`] waits for it. [`Client::call_timeout`] bounds the
+//! wait (for room and for the response together) and fails with
+//! [`io::ErrorKind::TimedOut`]; the call is abandoned, its late response
+//! released when it comes, and the connection stays open. Dropping a
+//! [`CallFuture`] abandons an async call the same way.
+//!
 //! # Choices
 //!
 //! - **One ring pair per carrier ("lanes").** A [`Client`] opens one
