@@ -663,10 +663,11 @@ fn a_client_dying_while_handlers_wait_for_response_room_is_let_go() {
         return;
     }
     let path = sock_path("dies-full");
-    // Room for four 16 KiB responses; a wait longer than the watchdog.
+    // Room for four 16 KiB responses; a wait with no limit (one too long
+    // to count is none).
     let config = ServerConfig::default()
         .server_arena(64 << 10)
-        .arena_full(green::ipc::ArenaFullPolicy::Wait(Duration::from_secs(600)));
+        .arena_full(green::ipc::ArenaFullPolicy::Wait(Duration::MAX));
     let errors = start_server(&path, config);
     watchdog(move || {
         let good = Client::connect(&path).unwrap();
@@ -692,6 +693,7 @@ fn a_client_dying_while_handlers_wait_for_response_room_is_let_go() {
         while c.ep.rx.len().unwrap() < 4 {
             std::thread::sleep(Duration::from_millis(1));
         }
+
         let region = c.region_ino;
         drop(c);
         // The server unmaps the region once every handler is gone (the
@@ -700,6 +702,35 @@ fn a_client_dying_while_handlers_wait_for_response_room_is_let_go() {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(good.call(b"still here").unwrap().to_vec(), b"still here");
+        assert_eq!(reported(&errors), 0);
+    });
+}
+
+/// A handler waiting for response room with no limit
+/// (`ArenaFullPolicy::Wait(Duration::MAX)`: too long to count) waits
+/// until the client releases a response, then answers.
+#[test]
+fn a_response_waits_without_limit_for_room_the_client_releases() {
+    if std::env::var_os("GREEN_IPC_CLIENT").is_some() {
+        return;
+    }
+    let path = sock_path("nolimit");
+    let config = ServerConfig::default()
+        .server_arena(64 << 10)
+        .arena_full(green::ipc::ArenaFullPolicy::Wait(Duration::MAX));
+    let errors = start_server(&path, config);
+    watchdog(move || {
+        let client =
+            Arc::new(Client::connect_with(&path, ClientConfig::default().lanes(1)).unwrap());
+        // Four responses held: the server's arena is full.
+        let mut held: Vec<_> = (0..4u8)
+            .map(|i| client.call(&[i; 16 << 10]).unwrap())
+            .collect();
+        let c = client.clone();
+        let fifth = green::spawn(move || c.call(&[5u8; 16 << 10]).map(|r| r.to_vec()));
+        std::thread::sleep(Duration::from_millis(50));
+        held.remove(0);
+        assert_eq!(fifth.join().unwrap().unwrap(), vec![5u8; 16 << 10]);
         assert_eq!(reported(&errors), 0);
     });
 }

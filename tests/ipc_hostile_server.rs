@@ -22,7 +22,8 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use green::ipc::{
-    Client, ClientConfig, Server, CALL, ERROR, INLINE, INLINE_MAX, PROTOCOL, RELEASE, REPLY,
+    ArenaFullPolicy, Client, ClientConfig, Server, CALL, ERROR, INLINE, INLINE_MAX, PROTOCOL,
+    RELEASE, REPLY,
 };
 use green::shm::{
     recv_fd, send_fds, Desc, Endpoint, OwnArena, PeerArena, Region, RegionHeader, RegionLayout,
@@ -682,7 +683,9 @@ fn a_call_that_times_out_is_abandoned_and_its_late_answer_released() {
             "{err}"
         );
         go_tx.send(()).unwrap();
-        assert_eq!(client.call(b"fast").unwrap().to_vec(), b"b!");
+        // A timeout too long to count is no timeout.
+        let fast = client.call_timeout(b"fast", Duration::MAX).unwrap();
+        assert_eq!(fast.to_vec(), b"b!");
         assert!(
             released_rx.recv().unwrap(),
             "the late answer was not released"
@@ -727,7 +730,10 @@ fn a_call_that_times_out_waiting_for_room_gives_up_its_turn() {
             let rest: Vec<Desc> = big[1..].iter().map(ok).collect();
             conn.send(&rest);
         });
-        let client = Arc::new(Client::connect_with(&path, one_lane()).unwrap());
+        // Waiting for arena room without a limit (a limit too long to
+        // count is none).
+        let config = one_lane().arena_full(ArenaFullPolicy::Wait(Duration::MAX));
+        let client = Arc::new(Client::connect_with(&path, config).unwrap());
         let spawn_call = |len: usize| {
             let client = client.clone();
             green::spawn(move || client.call(&vec![3u8; len]).map(|r| r.to_vec()))

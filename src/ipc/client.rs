@@ -426,7 +426,11 @@ impl State {
                     let turn = self.leave(wait);
                     return (Space::Fail(self.no_room(len, d)), turn);
                 }
-                return (Space::Wait(limit.map(|(since, d)| since + d)), None);
+                // A limit too long to count (`Duration::MAX`) is none.
+                return (
+                    Space::Wait(limit.and_then(|(since, d)| since.checked_add(d))),
+                    None,
+                );
             }
         }
         // A call whose turn came goes back to the front; a new one waits
@@ -452,7 +456,7 @@ impl State {
                         return (Space::Fail(full.into()), self.leave(wait));
                     }
                     self.queue(wait, asker, turn);
-                    (Space::Wait(Some(since + d)), None)
+                    (Space::Wait(since.checked_add(d)), None)
                 }
                 ArenaFullPolicy::Fail => (Space::Fail(full.into()), self.leave(wait)),
             },
@@ -1308,7 +1312,8 @@ impl Client {
     /// [`io::ErrorKind::TimedOut`] when `timeout` passes first; otherwise
     /// as [`call`](Self::call).
     pub fn call_timeout(&self, request: &[u8], timeout: Duration) -> io::Result<Response> {
-        self.call_until(request, Some(Instant::now() + timeout))
+        // A timeout too long to add to now (`Duration::MAX`) is none.
+        self.call_until(request, Instant::now().checked_add(timeout))
     }
 
     fn call_until(&self, request: &[u8], deadline: Option<Instant>) -> io::Result<Response> {
@@ -1481,9 +1486,9 @@ impl RequestBuilder<'_> {
     ///
     /// As [`Client::call_timeout`].
     pub fn call_timeout(mut self, timeout: Duration) -> io::Result<Response> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         match self.body.take() {
-            Some(body) => self.lane.call(Src::Placed(body, true), Some(deadline)),
+            Some(body) => self.lane.call(Src::Placed(body, true), deadline),
             None => Err(io::Error::other("request already sent")),
         }
     }

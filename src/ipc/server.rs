@@ -318,7 +318,8 @@ impl Conn {
                             if start.elapsed() < t && len <= st.arena.capacity() =>
                         {
                             st.space_waiters.push(crate::thread::current());
-                            start + t
+                            // A limit too long to count is none.
+                            start.checked_add(t)
                         }
                         _ => return Err(io::Error::from_raw_os_error(libc::ENOMEM)),
                     },
@@ -326,7 +327,10 @@ impl Conn {
             };
             // Woken by the next RELEASE (or at the deadline); the park
             // token makes a wake-up between the unlock and here count.
-            crate::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
+            match deadline {
+                Some(d) => crate::thread::park_timeout(d.saturating_duration_since(Instant::now())),
+                None => crate::thread::park(),
+            }
         };
         if let Err(e) = self.mem.copy_to_owned(a.offset, &body) {
             self.free_block(a.offset);
