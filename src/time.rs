@@ -3,8 +3,11 @@
 //!
 //! [`sleep`] blocks (only the green thread, when called on one); [`sleep_async`]
 //! is the same wait as a future, for async tasks on the same carriers.
+//! [`timeout`] bounds any future by such a wait.
 
+use std::fmt;
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -96,5 +99,90 @@ impl Future for Sleep {
 impl Drop for Sleep {
     fn drop(&mut self) {
         self.disarm();
+    }
+}
+
+/// Runs `fut` for at most `dur`: its output, or [`Elapsed`] if `dur`
+/// passes first (the future is then dropped when the `Timeout` is). A
+/// `dur` too long to count (`Duration::MAX`) waits as long as it takes.
+///
+/// Like [`Sleep`], it must be polled on a carrier.
+///
+/// ```no_run
+/// # async fn f(client: &green::ipc::Client) -> std::io::Result<()> {
+/// use std::time::Duration;
+/// // An abandoned call: its response is released when it comes.
+/// let reply = green::time::timeout(Duration::from_millis(100), client.call_async(b"ping")).await??;
+/// # Ok(()) }
+/// ```
+pub fn timeout<F: Future>(dur: Duration, fut: F) -> Timeout<F> {
+    Timeout {
+        fut,
+        sleep: sleep_async(dur),
+    }
+}
+
+/// Runs `fut` until `deadline` at most; see [`timeout`].
+pub fn timeout_at<F: Future>(deadline: Instant, fut: F) -> Timeout<F> {
+    Timeout {
+        fut,
+        sleep: sleep_until_async(deadline),
+    }
+}
+
+/// A future bounded in time; see [`timeout`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct Timeout<F> {
+    fut: F,
+    sleep: Sleep,
+}
+
+impl<F> Timeout<F> {
+    /// The wrapped future.
+    pub fn into_inner(self) -> F {
+        self.fut
+    }
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `fut` is structurally pinned: it is never moved out of
+        // a pinned `Timeout` (`into_inner` takes the `Timeout` by value,
+        // which needs it unpinned or `F: Unpin`), `Timeout` has no `Drop`
+        // impl, and it is `Unpin` only when `F` is (`Sleep` is `Unpin`).
+        // `sleep` is not pinned: it is only ever borrowed through `Pin::new`.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: see above; `this.fut` stays where it is.
+        let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
+        if let Poll::Ready(out) = fut.poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        match Pin::new(&mut this.sleep).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed(()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The error of a [`Timeout`] whose time ran out. Converts to an
+/// [`io::Error`] of kind [`io::ErrorKind::TimedOut`] (so `?` works in
+/// functions returning `io::Result`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed(());
+
+impl fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("deadline has elapsed")
+    }
+}
+
+impl std::error::Error for Elapsed {}
+
+impl From<Elapsed> for io::Error {
+    fn from(e: Elapsed) -> io::Error {
+        io::Error::new(io::ErrorKind::TimedOut, e)
     }
 }

@@ -119,3 +119,38 @@ fn block_on_inside_async_task_panics_with_clear_message() {
     let msg = err.downcast_ref::<&str>().copied().unwrap_or_default();
     assert!(msg.contains("inside an async task"), "{msg}");
 }
+
+#[test]
+fn timeout_gives_the_output_or_elapsed() {
+    let (out, late, unbounded, err) = green::spawn_async(async {
+        use green::time::{sleep_async, timeout};
+        // Ready first: its output.
+        let out = timeout(Duration::from_secs(60), async { 5 }).await;
+        // Never ready: Elapsed, no earlier than the deadline.
+        let start = Instant::now();
+        let late = timeout(Duration::from_millis(20), std::future::pending::<()>()).await;
+        let waited = start.elapsed();
+        // A duration too long to count: waits as long as it takes.
+        let unbounded = timeout(Duration::MAX, async {
+            sleep_async(Duration::from_millis(5)).await;
+            6
+        })
+        .await;
+        // Elapsed is a TimedOut io::Error with `?`.
+        let err: std::io::Result<()> = async {
+            timeout(Duration::from_millis(1), std::future::pending::<()>()).await?;
+            Ok(())
+        }
+        .await;
+        assert!(waited >= Duration::from_millis(20), "{waited:?}");
+        (out, late, unbounded, err)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(out, Ok(5));
+    assert!(late.is_err());
+    assert_eq!(unbounded, Ok(6));
+    let err = err.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    assert_eq!(err.to_string(), "deadline has elapsed");
+}

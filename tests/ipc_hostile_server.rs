@@ -640,8 +640,16 @@ fn calls_waiting_for_ring_or_arena_room_fail_when_the_server_dies() {
 /// comes late is released (its body handed back to the server).
 #[test]
 fn a_call_that_times_out_is_abandoned_and_its_late_answer_released() {
-    watchdog(|| {
-        let path = sock_path("late");
+    for asynchronous in [false, true] {
+        late_answer(asynchronous);
+    }
+}
+
+/// As above, with `call_timeout` or a `call_async` under
+/// `green::time::timeout`.
+fn late_answer(asynchronous: bool) {
+    watchdog(move || {
+        let path = sock_path(&format!("late-{asynchronous}"));
         let (go_tx, go_rx) = mpsc::channel::<()>();
         let (released_tx, released_rx) = mpsc::channel::<bool>();
         let _ = fake_server(&path, move |conn| {
@@ -673,15 +681,30 @@ fn a_call_that_times_out_is_abandoned_and_its_late_answer_released() {
             };
             released_tx.send(released).unwrap();
         });
-        let client = Client::connect_with(&path, one_lane()).unwrap();
-        let err = client
-            .call_timeout(b"slow", Duration::from_millis(100))
-            .unwrap_err();
+        let client = Arc::new(Client::connect_with(&path, one_lane()).unwrap());
+        let err = if asynchronous {
+            let c = client.clone();
+            green::spawn_async(async move {
+                let call = c.call_async(b"slow");
+                green::time::timeout(Duration::from_millis(100), call)
+                    .await
+                    .map(drop)
+            })
+            .join()
+            .unwrap()
+            .map_err(io::Error::from)
+            .unwrap_err()
+        } else {
+            let err = client
+                .call_timeout(b"slow", Duration::from_millis(100))
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("waiting for the response"),
+                "{err}"
+            );
+            err
+        };
         assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
-        assert!(
-            err.to_string().contains("waiting for the response"),
-            "{err}"
-        );
         go_tx.send(()).unwrap();
         // A timeout too long to count is no timeout.
         let fast = client.call_timeout(b"fast", Duration::MAX).unwrap();

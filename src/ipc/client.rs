@@ -1305,7 +1305,7 @@ impl Client {
     /// server may still be reading it); a server that never answers keeps
     /// it until the connection closes. The connection itself stays open.
     /// (A [`CallFuture`] is abandoned the same way when dropped, so an
-    /// async call is bounded by dropping it when a timer fires.)
+    /// async call is bounded with [`crate::time::timeout`].)
     ///
     /// # Errors
     ///

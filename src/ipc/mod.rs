@@ -76,7 +76,8 @@
 //! wait (for room and for the response together) and fails with
 //! [`io::ErrorKind::TimedOut`]; the call is abandoned, its late response
 //! released when it comes, and the connection stays open. Dropping a
-//! [`CallFuture`] abandons an async call the same way.
+//! [`CallFuture`] abandons an async call the same way, so
+//! [`crate::time::timeout`] bounds one.
 //!
 //! # Choices
 //!
