@@ -128,8 +128,12 @@ impl CallSlot {
         self.state.load(Ordering::Acquire) == DONE
     }
 
-    /// Waits (parked) until the result is delivered.
-    fn park_until_done(&self) {
+    /// Waits (parked) until the result is delivered, or until `deadline`
+    /// (`None`: none); whether it was delivered. A caller that gets
+    /// `false` must take its [`SlotRef`] back ([`Inner::abandon`]) or else
+    /// [`wait_parked`](Self::wait_parked) for DONE before it may return:
+    /// the slot lives on its stack.
+    fn park_until(&self, deadline: Option<Instant>) -> bool {
         // SAFETY: the deliverer reads `thread` only after seeing PARKING,
         // which is published (Release) after this write; before that only
         // this thread touches it.
@@ -139,36 +143,23 @@ impl CallSlot {
             .compare_exchange(POLLING, PARKING, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
-            return; // DONE meanwhile
-        }
-        while !self.is_done() {
-            crate::thread::park();
-        }
-    }
-
-    /// Waits (parked) until the result is delivered or `deadline` passes;
-    /// whether it was delivered. A caller that gets `false` must take its
-    /// [`SlotRef`] back ([`Inner::abandon`]) or else wait for DONE before
-    /// it may return: the slot lives on its stack.
-    fn park_until_done_or(&self, deadline: Instant) -> bool {
-        // SAFETY: as in `park_until_done`.
-        unsafe { *self.thread.get() = Some(crate::thread::current()) };
-        if self
-            .state
-            .compare_exchange(POLLING, PARKING, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
             return true; // DONE meanwhile
         }
+        self.wait_parked(deadline)
+    }
+
+    /// Once PARKING is set: waits for DONE (the deliverer unparks this
+    /// thread after setting it), or until `deadline`; whether it came.
+    fn wait_parked(&self, deadline: Option<Instant>) -> bool {
         loop {
             if self.is_done() {
                 return true;
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
+            match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
+                None => crate::thread::park(),
+                Some(left) if left.is_zero() => return false,
+                Some(left) => crate::thread::park_timeout(left),
             }
-            crate::thread::park_timeout(left);
         }
     }
 
@@ -688,10 +679,8 @@ impl Inner {
             let until = match self.try_alloc(len, &mut wait, Asker::Thread, copied) {
                 Space::Got(a) => return Ok(a),
                 Space::Fail(e) => return Err(e),
-                Space::Wait(policy) => match (policy, deadline) {
-                    (Some(p), Some(d)) => Some(p.min(d)),
-                    (p, d) => p.or(d),
-                },
+                // The policy's deadline or the call's, whichever is first.
+                Space::Wait(policy) => policy.into_iter().chain(deadline).min(),
             };
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 let turn = self.state.lock().leave(&mut wait);
@@ -861,22 +850,17 @@ impl Inner {
             self.spinners.unclaim(bit);
         }
         self.stop_polling(slot.is_done());
-        match (deadline, key) {
-            (Some(d), Some(key)) => {
-                if !slot.park_until_done_or(d) {
-                    if self.abandon(key, &slot) {
-                        return Err(timed_out("waiting for the response"));
-                    }
-                    // Being delivered: the deliverer saw PARKING (or
-                    // will), so it unparks this thread after DONE.
-                    while !slot.is_done() {
-                        crate::thread::park();
-                    }
-                }
+        // Past a deadline the call was pushed (it had a key), unless the
+        // wait for room ended it above.
+        if !slot.park_until(deadline) {
+            if key.is_some_and(|k| self.abandon(k, &slot)) {
+                return Err(timed_out("waiting for the response"));
             }
-            _ => slot.park_until_done(),
+            // Being delivered: the deliverer writes into the slot.
+            slot.wait_parked(None);
         }
-        // SAFETY: `park_until_done` returns only once the slot is DONE.
+        // SAFETY: the slot is DONE: `park_until` returned true, or
+        // `wait_parked(None)` returned, which it does only then.
         let r = unsafe { slot.take_result() };
         self.finish(
             r.unwrap_or_else(|| Err(io::Error::other("ipc call finished without a result"))),
@@ -1761,7 +1745,7 @@ mod tests {
         SlotRef(NonNull::from(&slot)).deliver(Ok(desc(1)));
         assert!(slot.is_done());
         // Already DONE: returns at once.
-        slot.park_until_done();
+        assert!(slot.park_until(None));
         // SAFETY: the slot is DONE.
         assert_eq!(unsafe { slot.take_result() }.unwrap().unwrap().id, 1);
 
@@ -1774,7 +1758,7 @@ mod tests {
                     std::thread::sleep(std::time::Duration::from_millis(delay_ms));
                     r.deliver(Ok(desc(2)));
                 });
-                slot.park_until_done();
+                assert!(slot.park_until(None));
                 assert!(slot.is_done());
             });
             // SAFETY: done.
@@ -1787,7 +1771,7 @@ mod tests {
         use std::time::Duration;
         // Nobody delivers: the wait ends at the deadline, not DONE.
         let slot = CallSlot::new();
-        assert!(!slot.park_until_done_or(Instant::now() + Duration::from_millis(10)));
+        assert!(!slot.park_until(Some(Instant::now() + Duration::from_millis(10))));
         assert!(!slot.is_done());
 
         // Delivered while waiting, or after the deadline passed (the
@@ -1801,10 +1785,8 @@ mod tests {
                     r.deliver(Ok(desc(3)));
                 });
                 let deadline = Instant::now() + Duration::from_millis(deadline_ms);
-                if !slot.park_until_done_or(deadline) {
-                    while !slot.is_done() {
-                        crate::thread::park();
-                    }
+                if !slot.park_until(Some(deadline)) {
+                    assert!(slot.wait_parked(None));
                 }
             });
             // SAFETY: done.
