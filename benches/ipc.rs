@@ -177,30 +177,10 @@ impl System {
 
 // ---------------------------------------------------------------- payload
 
-/// The value of every body byte of a message whose header is `hdr`.
-fn body_byte(hdr: i32) -> u8 {
-    ((hdr as u32).wrapping_mul(0x9e37_79b1) >> 24) as u8
-}
-
-/// Writes header `hdr` and its body into `msg` (4 + buf_size bytes).
-fn fill(msg: &mut [u8], hdr: i32) {
-    msg[..4].copy_from_slice(&hdr.to_le_bytes());
-    msg[4..].fill(body_byte(hdr));
-}
-
-/// The header of `msg` if every body byte matches it.
-fn check(msg: &[u8]) -> Result<i32, String> {
-    if msg.len() < 4 {
-        return Err(format!("message of {} bytes", msg.len()));
-    }
-    let hdr = i32::from_le_bytes(msg[..4].try_into().unwrap());
-    let b = body_byte(hdr);
-    // An OR of differences (no early exit) vectorises.
-    if msg[4..].iter().fold(0u8, |acc, &x| acc | (x ^ b)) != 0 {
-        return Err(format!("body of header {hdr} corrupt"));
-    }
-    Ok(hdr)
-}
+// `body_byte`, `fill`, `check`: shared with `examples/ipc_floor.rs`, which
+// does the same work per call with no library.
+mod ipc_payload;
+use ipc_payload::{body_byte, check, fill};
 
 /// The server's work: check the request, write the response.
 fn answer(req: &[u8], resp: &mut [u8]) {

@@ -5,10 +5,11 @@
 //! shared memory: CALLERS slots, each with a private request and response
 //! buffer on the client side and a request and response block in a
 //! shared arena, and two single-producer rings of slot numbers. Per call
-//! the work is the bench's (`benches/ipc.rs`): the client fills its
-//! buffer (an `i32` header and SIZE body bytes) and copies it into the
-//! arena; the server checks it in place and fills the response in place;
-//! the client copies the response out and checks it. There are no
+//! the work is the bench's, done by its own functions
+//! (`benches/ipc_payload`): the client fills its buffer (an `i32` header
+//! and SIZE body bytes) and copies it into the arena; the server checks
+//! it in place and fills the response in place; the client copies the
+//! response out and checks it. There are no
 //! green threads, locks, descriptors, allocations or wake-ups: a time per
 //! call here is what only the caches and the cores' links cost, so
 //! `bench time - floor` is what a system adds.
@@ -34,25 +35,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The body byte for header `hdr`, as in the bench.
-fn body_byte(hdr: i32) -> u8 {
-    ((hdr as u32).wrapping_mul(0x9e37_79b1) >> 24) as u8
-}
-
-fn fill(msg: &mut [u8], hdr: i32) {
-    msg[..4].copy_from_slice(&hdr.to_le_bytes());
-    msg[4..].fill(body_byte(hdr));
-}
-
-fn check(msg: &[u8]) -> i32 {
-    let hdr = i32::from_le_bytes(msg[..4].try_into().unwrap());
-    let b = body_byte(hdr);
-    assert!(
-        msg[4..].iter().fold(0u8, |acc, &x| acc | (x ^ b)) == 0,
-        "body of header {hdr} corrupt"
-    );
-    hdr
-}
+#[path = "../benches/ipc_payload/mod.rs"]
+mod ipc_payload;
+use ipc_payload::{check, fill};
 
 /// A cache line of its own.
 #[repr(align(128))]
@@ -201,7 +186,7 @@ fn measure(
                             sh.resp_blocks.bytes(slot * block, msg),
                         )
                     };
-                    fill(resp, !check(req));
+                    fill(resp, !check(req).unwrap_or_else(|e| panic!("request: {e}")));
                     sh.responses.push(slot);
                 }
                 got.clear();
@@ -234,11 +219,8 @@ fn measure(
             // SAFETY: `slot`'s response block is ours until we push the
             // slot's next request.
             resp_bufs[slot].copy_from_slice(unsafe { sh.resp_blocks.bytes(slot * block, msg) });
-            assert_eq!(
-                check(&resp_bufs[slot]),
-                !sent[slot],
-                "response to another call"
-            );
+            let got = check(&resp_bufs[slot]).unwrap_or_else(|e| panic!("response: {e}"));
+            assert_eq!(got, !sent[slot], "response to another call");
             next_hdr = next_hdr.wrapping_add(1);
             sent[slot] = next_hdr;
             send(slot, next_hdr, &mut req_bufs[slot]);
