@@ -18,7 +18,7 @@ use green::shm::{CredentialPolicy, Desc, OwnArena, Region, RegionLayout};
 use rustix::fs::{fcntl_add_seals, ftruncate, memfd_create, MemfdFlags, SealFlags};
 
 mod common;
-use common::watchdog;
+use common::{watchdog, Rng};
 
 fn sock_path(name: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("green-ipch-{}-{name}.sock", std::process::id()));
@@ -537,35 +537,7 @@ impl RawClient {
         } else {
             self.header.response_ring
         };
-        assert!(at % 4 == 0 && at + 4 <= ring.len);
-        // SAFETY: the ring lies inside the mapping (its header was
-        // validated by `Region::attach`) and `at + 4 <= ring.len`; the
-        // region is page-aligned, so the word is in bounds and 4-aligned.
-        // Every bit pattern is a valid `AtomicU32`, and atomics tolerate
-        // the server's concurrent accesses.
-        unsafe {
-            &*self
-                .map
-                .as_mut_ptr()
-                .add((ring.offset + at) as usize)
-                .cast::<std::sync::atomic::AtomicU32>()
-        }
-    }
-}
-
-/// xorshift64*: reproducible garbage.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        common::ring_word(&self.map, ring, at)
     }
 }
 
@@ -652,6 +624,18 @@ fn random_requests_and_ring_words_close_only_their_connection() {
     });
 }
 
+/// An echo server with room for four 16 KiB responses, whose handlers
+/// wait for more with no limit (`ArenaFullPolicy::Wait(Duration::MAX)`:
+/// too long to count); its path and what it reports.
+fn server_with_room_for_four(name: &str) -> (PathBuf, Arc<Reports>) {
+    let path = sock_path(name);
+    let config = ServerConfig::default()
+        .server_arena(64 << 10)
+        .arena_full(green::ipc::ArenaFullPolicy::Wait(Duration::MAX));
+    let errors = start_server(&path, config);
+    (path, errors)
+}
+
 /// A client that dies while the server's handlers wait for room in the
 /// server's arena (it never released the responses that filled it): the
 /// server ends those waits and lets go of the connection's memory at
@@ -662,13 +646,7 @@ fn a_client_dying_while_handlers_wait_for_response_room_is_let_go() {
     if std::env::var_os("GREEN_IPC_CLIENT").is_some() {
         return;
     }
-    let path = sock_path("dies-full");
-    // Room for four 16 KiB responses; a wait with no limit (one too long
-    // to count is none).
-    let config = ServerConfig::default()
-        .server_arena(64 << 10)
-        .arena_full(green::ipc::ArenaFullPolicy::Wait(Duration::MAX));
-    let errors = start_server(&path, config);
+    let (path, errors) = server_with_room_for_four("dies-full");
     watchdog(move || {
         let good = Client::connect(&path).unwrap();
         let mut c = RawClient::connect(&path);
@@ -714,11 +692,7 @@ fn a_response_waits_without_limit_for_room_the_client_releases() {
     if std::env::var_os("GREEN_IPC_CLIENT").is_some() {
         return;
     }
-    let path = sock_path("nolimit");
-    let config = ServerConfig::default()
-        .server_arena(64 << 10)
-        .arena_full(green::ipc::ArenaFullPolicy::Wait(Duration::MAX));
-    let errors = start_server(&path, config);
+    let (path, errors) = server_with_room_for_four("nolimit");
     watchdog(move || {
         let client =
             Arc::new(Client::connect_with(&path, ClientConfig::default().lanes(1)).unwrap());

@@ -31,7 +31,7 @@ use green::shm::{
 };
 
 mod common;
-use common::watchdog;
+use common::{watchdog, Rng};
 
 /// Bytes in the fake server's arenas.
 const ARENA: u64 = 1 << 20;
@@ -79,20 +79,7 @@ impl Conn {
 
     /// The `u32` at byte `at` of the response ring's memory.
     fn response_ring_word(&self, at: u64) -> &AtomicU32 {
-        let ring = self.header.response_ring;
-        assert!(at % 4 == 0 && at + 4 <= ring.len);
-        // SAFETY: `ring` lies inside the mapping (the header was
-        // validated when the region was made), `at + 4 <= ring.len` and
-        // the region is page-aligned, so the word is in bounds and
-        // 4-aligned. Every bit pattern is a valid `AtomicU32`, and atomics
-        // tolerate the client's concurrent accesses to the same word.
-        unsafe {
-            &*self
-                .map
-                .as_mut_ptr()
-                .add((ring.offset + at) as usize)
-                .cast::<AtomicU32>()
-        }
+        common::ring_word(&self.map, self.header.response_ring, at)
     }
 }
 
@@ -328,26 +315,6 @@ fn a_corrupt_response_ring_index_closes_the_connection() {
     });
 }
 
-/// xorshift64*: reproducible garbage.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick(&mut self, choices: &[u64]) -> u64 {
-        choices[self.below(choices.len() as u64) as usize]
-    }
-}
-
 /// A random answer to `call`: mostly near-misses of a valid one.
 fn random_answer(rng: &mut Rng, call: &Desc) -> Desc {
     let (r1, r2, r3, r4, r5, r6) = (
@@ -465,15 +432,16 @@ fn random_responses_end_every_call_and_never_panic() {
     });
 }
 
-/// A fake server for one connection that reads the client's hello and
-/// then hands the socket to `then`.
-fn fake_handshake(path: &Path, then: impl FnOnce(UnixStream) + Send + 'static) {
+/// A fake server for one connection that reads the client's hello, hands
+/// the socket to `then`, and keeps it until the client hangs up.
+fn fake_handshake(path: &Path, then: impl FnOnce(&UnixStream) + Send + 'static) {
     let listener = UnixListener::bind(path).unwrap();
     std::thread::spawn(move || {
         let (mut sock, _) = listener.accept().unwrap();
         let mut hello = green::ipc::hello(None);
         sock.read_exact(&mut hello).unwrap();
-        then(sock);
+        then(&sock);
+        let _ = (&sock).read(&mut [0u8; 1]);
     });
 }
 
@@ -488,21 +456,18 @@ fn region_and_arena() -> (Region, OwnArena) {
 /// right kind naming what went wrong, and nothing panics or hangs.
 #[test]
 fn a_bad_handshake_fails_connect_with_a_clear_error() {
-    type Script = Box<dyn FnOnce(UnixStream) + Send>;
+    type Script = Box<dyn FnOnce(&UnixStream) + Send>;
     watchdog(|| {
         let cases: Vec<(&str, Script, ErrorKind, &str)> = vec![
             (
                 "hangs up after the hello",
-                Box::new(drop),
+                Box::new(|sock| sock.shutdown(std::net::Shutdown::Both).unwrap()),
                 ErrorKind::UnexpectedEof,
                 "closed the socket",
             ),
             (
                 "sends nothing",
-                Box::new(|sock| {
-                    // Until the client gives up and hangs up.
-                    let _ = (&sock).read(&mut [0u8; 1]);
-                }),
+                Box::new(|_| {}),
                 ErrorKind::TimedOut,
                 "sent no region",
             ),
@@ -510,8 +475,7 @@ fn a_bad_handshake_fails_connect_with_a_clear_error() {
                 "speaks another protocol",
                 Box::new(|sock| {
                     let (region, own) = region_and_arena();
-                    send_fds(&sock, &[region.fd(), own.fd()], b"other/1").unwrap();
-                    let _ = (&sock).read(&mut [0u8; 1]);
+                    send_fds(sock, &[region.fd(), own.fd()], b"other/1").unwrap();
                 }),
                 ErrorKind::InvalidData,
                 "unknown protocol",
@@ -520,8 +484,7 @@ fn a_bad_handshake_fails_connect_with_a_clear_error() {
                 "sends the region without its arena",
                 Box::new(|sock| {
                     let (region, _own) = region_and_arena();
-                    send_fds(&sock, &[region.fd()], PROTOCOL).unwrap();
-                    let _ = (&sock).read(&mut [0u8; 1]);
+                    send_fds(sock, &[region.fd()], PROTOCOL).unwrap();
                 }),
                 ErrorKind::InvalidData,
                 "carries 1 fds, expected 2",
@@ -531,8 +494,7 @@ fn a_bad_handshake_fails_connect_with_a_clear_error() {
                 Box::new(|sock| {
                     let null = std::fs::File::open("/dev/null").unwrap();
                     let (_region, own) = region_and_arena();
-                    send_fds(&sock, &[null.as_fd(), own.fd()], PROTOCOL).unwrap();
-                    let _ = (&sock).read(&mut [0u8; 1]);
+                    send_fds(sock, &[null.as_fd(), own.fd()], PROTOCOL).unwrap();
                 }),
                 ErrorKind::InvalidData,
                 "not a memfd",
@@ -549,8 +511,7 @@ fn a_bad_handshake_fails_connect_with_a_clear_error() {
                     // SAFETY: `size` bytes are mapped, and nobody else
                     // uses the region yet.
                     unsafe { std::ptr::write_bytes(map.as_mut_ptr(), 0xab, size) };
-                    send_fds(&sock, &[region.fd(), own.fd()], PROTOCOL).unwrap();
-                    let _ = (&sock).read(&mut [0u8; 1]);
+                    send_fds(sock, &[region.fd(), own.fd()], PROTOCOL).unwrap();
                 }),
                 ErrorKind::InvalidData,
                 "magic",
@@ -561,8 +522,7 @@ fn a_bad_handshake_fails_connect_with_a_clear_error() {
                     let region =
                         Region::create(&RegionLayout::new(64, 64, 64 << 20, 64 << 20)).unwrap();
                     let own = OwnArena::create(region.header().server_arena_len).unwrap();
-                    send_fds(&sock, &[region.fd(), own.fd()], PROTOCOL).unwrap();
-                    let _ = (&sock).read(&mut [0u8; 1]);
+                    send_fds(sock, &[region.fd(), own.fd()], PROTOCOL).unwrap();
                 }),
                 ErrorKind::InvalidData,
                 "above the limit",

@@ -113,3 +113,44 @@ pub fn spawn_server(path_var: &str, name: &str, env: &[(&str, &str)]) -> ServerP
     }
     server
 }
+
+/// xorshift64*: reproducible garbage for the hostile-peer tests.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn pick(&mut self, choices: &[u64]) -> u64 {
+        choices[self.below(choices.len() as u64) as usize]
+    }
+}
+
+/// The `u32` at byte `at` of `ring`, an area of the region mapped (read-
+/// write) by `map`: for tests that play a peer writing any word it can.
+pub fn ring_word(
+    map: &memmap2::MmapRaw,
+    ring: green::shm::Area,
+    at: u64,
+) -> &std::sync::atomic::AtomicU32 {
+    assert!(at % 4 == 0 && at + 4 <= ring.len);
+    assert!(ring.offset + ring.len <= map.len() as u64);
+    // SAFETY: the word lies inside the mapping (checked above) and is
+    // 4-aligned (areas are page-aligned and `at` is a multiple of 4).
+    // Every bit pattern is a valid `AtomicU32`, and atomics tolerate the
+    // peer's concurrent accesses to the same word.
+    unsafe {
+        &*map
+            .as_mut_ptr()
+            .add((ring.offset + at) as usize)
+            .cast::<std::sync::atomic::AtomicU32>()
+    }
+}
