@@ -52,12 +52,13 @@
 //!
 //! Time per call is the wall time of a run divided by the calls of all
 //! callers in it. Only green_pinned's runtimes are pinned. At each size
-//! the systems take turns in 5 rounds, each turn a fresh server process
-//! and connection with one untimed run (three at 1 MiB and up, so that
-//! first touches of freshly mapped memory are not timed; see
-//! BENCHMARKS.md) and one timed run of the same length; a system's figure
-//! is the median of its 5 timed runs. Taking turns keeps the runs compared at a size close
-//! together in time: this VM's speed drifts between minutes. Each round
+//! the systems take turns in rounds (9 up to 16 KiB, 5 above), each turn
+//! a fresh server process and connection with one untimed run (three at
+//! 1 MiB and up, so that first touches of freshly mapped memory are not
+//! timed; see BENCHMARKS.md) and one timed run of the same length; a
+//! system's figure is the median of its timed runs. Taking turns keeps
+//! the runs compared at a size close together in time: this VM's speed
+//! drifts between minutes. Each round
 //! begins by measuring the round trip of one cache line between CPU 0 and
 //! CPU 1 (two pinned threads taking turns to write it): the floor under
 //! every shared-memory call, which on a VM changes with where the host
@@ -110,7 +111,21 @@ const MIN_CALLS_PER_CALLER: usize = 2;
 /// (at 250 it lasted 25 ms, where one 4 ms scheduler tick of the server
 /// process being preempted moved the result by a sixth).
 const MAX_CALLS_PER_CALLER: usize = 1000;
-const TIMED_RUNS: usize = 5;
+/// Rounds per size: 9 up to 16 KiB, where a round takes seconds and the
+/// ratios the targets name (10x tokio from 4 B to 4 KiB, blocking within
+/// 15% of async) are close enough to a line that 5 noisy rounds left them
+/// to one draw; 5 above, where a round takes minutes.
+const TIMED_RUNS_SMALL: usize = 9;
+const TIMED_RUNS_LARGE: usize = 5;
+const SMALL_MAX: usize = 16 << 10;
+
+fn timed_runs(size: usize) -> usize {
+    if size <= SMALL_MAX {
+        TIMED_RUNS_SMALL
+    } else {
+        TIMED_RUNS_LARGE
+    }
+}
 /// Untimed runs before them at 1 MiB and up (one below).
 const WARMUP_RUNS_LARGE: usize = 3;
 /// Single-caller round trips at 4 B, per session.
@@ -1261,8 +1276,8 @@ fn main() {
     // together, under the same machine weather. Each turn starts its
     // server (unpinned) and stops it after (with all nine servers up at
     // once, shmipc's handshake was refused after a few sessions).
-    let rounds = if measuring { TIMED_RUNS } else { 1 };
     for &size in sizes {
+        let rounds = if measuring { timed_runs(size) } else { 1 };
         let n = if measuring { calls_per_caller(size) } else { 2 };
         // Untimed runs first touch the buffers and the memory a green
         // region's arenas hand out (a fresh memfd faults in lazily, and at
@@ -1380,7 +1395,7 @@ fn main() {
     for &size in sizes {
         print!("{:<8}", fmt_size(size));
         for &s in &peers {
-            let mut ratios: Vec<f64> = (1..=rounds)
+            let mut ratios: Vec<f64> = (1..=timed_runs(size))
                 .filter_map(|k| {
                     let group = format!("round{k}");
                     let run = |sys: System| {
