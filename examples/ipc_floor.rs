@@ -9,13 +9,16 @@
 //! (`benches/ipc_payload`): the client fills its buffer (an `i32` header
 //! and SIZE body bytes) and copies it into the arena; the server checks
 //! it in place and fills the response in place; the client copies the
-//! response out and checks it. There are no
+//! response out and checks it (the bench's `green`). With `--in-place`
+//! the client fills the request in the arena and reads the response
+//! back through a 1 KiB buffer, checking each piece (the bench's
+//! `green_in_place`, the safe API's in-place calls). There are no
 //! green threads, locks, descriptors, allocations or wake-ups: a time per
 //! call here is what only the caches and the cores' links cost, so
 //! `bench time - floor` is what a system adds.
 //!
 //! ```text
-//! cargo run --release --example ipc_floor -- [SIZE [CALLERS [SECS]]]
+//! cargo run --release --example ipc_floor -- [--in-place] [SIZE [CALLERS [SECS]]]
 //! ```
 //!
 //! Prints one line per placement:
@@ -152,14 +155,42 @@ fn pin(cpu: usize) {
     rustix::thread::sched_setaffinity(None, &set).expect("pin to a CPU");
 }
 
+/// How the client side handles the bodies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Client {
+    /// Fill a private buffer and copy it in; copy the response out into
+    /// a private buffer and check it there (the bench's `green`).
+    Copying,
+    /// Fill the request in place; copy the response out through a 1 KiB
+    /// buffer, checking each piece (the bench's `green_in_place`).
+    InPlace,
+}
+
+/// Checks the response `msg` (header `want`) through a 1 KiB buffer, as
+/// the bench's green in place does with `Response::read_at`.
+fn check_in_pieces(msg: &[u8], want: i32, chunk: &mut [u8; 1024]) {
+    let hdr = i32::from_le_bytes(msg[..4].try_into().unwrap());
+    assert_eq!(hdr, want, "response to another call");
+    let b = ipc_payload::body_byte(want);
+    for piece in msg[4..].chunks(chunk.len()) {
+        let c = &mut chunk[..piece.len()];
+        c.copy_from_slice(piece);
+        assert_eq!(
+            c.iter().fold(0u8, |acc, &x| acc | (x ^ b)),
+            0,
+            "response body corrupt"
+        );
+    }
+}
+
 /// Runs the calls for `run_for` with the server on `server_cpu` and the
 /// client on `client_cpu`; the median time per call over 100 ms windows.
 fn measure(
     size: usize,
     callers: usize,
     run_for: Duration,
-    server_cpu: usize,
-    client_cpu: usize,
+    (server_cpu, client_cpu): (usize, usize),
+    client: Client,
 ) -> f64 {
     let msg = 4 + size;
     // Blocks as green's arena gives them: a power of two.
@@ -199,11 +230,18 @@ fn measure(
     let mut sent = vec![0i32; callers];
     let mut next_hdr = 0i32;
     let send = |slot: usize, hdr: i32, buf: &mut Vec<u8>| {
-        fill(buf, hdr);
         // SAFETY: `slot`'s request block is ours until we push it.
-        unsafe { sh.req_blocks.bytes(slot * block, msg) }.copy_from_slice(buf);
+        let dst = unsafe { sh.req_blocks.bytes(slot * block, msg) };
+        match client {
+            Client::Copying => {
+                fill(buf, hdr);
+                dst.copy_from_slice(buf);
+            }
+            Client::InPlace => fill(dst, hdr),
+        }
         sh.requests.push(slot);
     };
+    let mut chunk = [0u8; 1024];
     for (slot, buf) in req_bufs.iter_mut().enumerate() {
         next_hdr += 1;
         sent[slot] = next_hdr;
@@ -218,9 +256,15 @@ fn measure(
         for &slot in &got {
             // SAFETY: `slot`'s response block is ours until we push the
             // slot's next request.
-            resp_bufs[slot].copy_from_slice(unsafe { sh.resp_blocks.bytes(slot * block, msg) });
-            let got = check(&resp_bufs[slot]).unwrap_or_else(|e| panic!("response: {e}"));
-            assert_eq!(got, !sent[slot], "response to another call");
+            let resp = unsafe { sh.resp_blocks.bytes(slot * block, msg) };
+            match client {
+                Client::Copying => {
+                    resp_bufs[slot].copy_from_slice(resp);
+                    let got = check(&resp_bufs[slot]).unwrap_or_else(|e| panic!("response: {e}"));
+                    assert_eq!(got, !sent[slot], "response to another call");
+                }
+                Client::InPlace => check_in_pieces(resp, !sent[slot], &mut chunk),
+            }
             next_hdr = next_hdr.wrapping_add(1);
             sent[slot] = next_hdr;
             send(slot, next_hdr, &mut req_bufs[slot]);
@@ -243,7 +287,14 @@ fn measure(
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
+    let (flags, args): (Vec<String>, Vec<String>) =
+        std::env::args().skip(1).partition(|a| a.starts_with("--"));
+    let client = match flags.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => Client::Copying,
+        ["--in-place"] => Client::InPlace,
+        _ => panic!("the only flag is --in-place, got {flags:?}"),
+    };
+    let mut args = args.into_iter();
     let size: usize = args.next().map_or(4096, |s| s.parse().expect("SIZE"));
     let callers: usize = args.next().map_or(200, |s| s.parse().expect("CALLERS"));
     let run_for = args.next().map_or(Duration::from_secs(2), |s| {
@@ -251,20 +302,28 @@ fn main() {
     });
     assert!(callers > 0, "CALLERS must be at least 1");
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mode = match client {
+        Client::Copying => "copying",
+        Client::InPlace => "in place",
+    };
     let line = |placement: &str, ns: f64| {
-        println!("floor: size: {size}, callers: {callers}, {placement}: {ns:.0} ns per call");
+        println!(
+            "floor: size: {size}, callers: {callers}, client {mode}, {placement}: {ns:.0} ns per call"
+        );
     };
     if cpus >= 2 {
         line(
             "client and server on CPUs 1 and 0",
-            measure(size, callers, run_for, 0, 1),
+            measure(size, callers, run_for, (0, 1), client),
         );
     }
-    line("one CPU", measure(size, callers, run_for, 0, 0));
+    line("one CPU", measure(size, callers, run_for, (0, 0), client));
     if cpus >= 2 && callers >= 2 {
         let pairs: Vec<_> = [(0, callers / 2), (1, callers - callers / 2)]
             .into_iter()
-            .map(|(cpu, n)| std::thread::spawn(move || measure(size, n, run_for, cpu, cpu)))
+            .map(|(cpu, n)| {
+                std::thread::spawn(move || measure(size, n, run_for, (cpu, cpu), client))
+            })
             .collect();
         // Calls per ns add up.
         let rate: f64 = pairs
