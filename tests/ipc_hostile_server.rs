@@ -140,11 +140,15 @@ fn fake_server_with(
 }
 
 /// An echo server that keeps to the protocol, on a std thread.
-fn good_server(path: &Path) {
-    let server = Server::bind(path).unwrap();
+/// An echo server of our own at a fresh socket named `name`, and a
+/// client connected to it: the connection that must keep working.
+fn good_client(name: &str) -> Client {
+    let path = sock_path(name);
+    let server = Server::bind(&path).unwrap();
     std::thread::spawn(move || {
         let _ = server.serve(|req, resp| resp.write_all(&req.to_vec()));
     });
+    Client::connect(&path).unwrap()
 }
 
 fn one_lane() -> ClientConfig {
@@ -178,9 +182,7 @@ fn reply(id: u64, flags: u32, offset: u64, len: u64) -> Desc {
 #[test]
 fn bad_responses_close_only_their_connection_and_fail_its_calls() {
     watchdog(|| {
-        let good_path = sock_path("good");
-        good_server(&good_path);
-        let good = Client::connect(&good_path).unwrap();
+        let good = good_client("good");
         let cases: [(&str, Answer, &str); 8] = [
             (
                 "unknown opcode",
@@ -358,9 +360,7 @@ fn random_answer(rng: &mut Rng, call: &Desc) -> Desc {
 #[test]
 fn random_responses_end_every_call_and_never_panic() {
     watchdog(|| {
-        let good_path = sock_path("good-random");
-        good_server(&good_path);
-        let good = Client::connect(&good_path).unwrap();
+        let good = good_client("good-random");
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let (mut answered, mut closed) = (0, 0);
         for round in 0..120 {

@@ -1456,11 +1456,8 @@ impl RequestBuilder<'_> {
     /// # Errors
     ///
     /// As [`Client::call`].
-    pub fn call(mut self) -> io::Result<Response> {
-        match self.body.take() {
-            Some(body) => self.lane.call(Src::Placed(body, true), None),
-            None => Err(io::Error::other("request already sent")),
-        }
+    pub fn call(self) -> io::Result<Response> {
+        self.call_until(None)
     }
 
     /// As [`call`](Self::call), giving up after `timeout`, as
@@ -1469,8 +1466,12 @@ impl RequestBuilder<'_> {
     /// # Errors
     ///
     /// As [`Client::call_timeout`].
-    pub fn call_timeout(mut self, timeout: Duration) -> io::Result<Response> {
-        let deadline = Instant::now().checked_add(timeout);
+    pub fn call_timeout(self, timeout: Duration) -> io::Result<Response> {
+        // A timeout too long to add to now (`Duration::MAX`) is none.
+        self.call_until(Instant::now().checked_add(timeout))
+    }
+
+    fn call_until(mut self, deadline: Option<Instant>) -> io::Result<Response> {
         match self.body.take() {
             Some(body) => self.lane.call(Src::Placed(body, true), deadline),
             None => Err(io::Error::other("request already sent")),
