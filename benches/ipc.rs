@@ -111,19 +111,15 @@ const MIN_CALLS_PER_CALLER: usize = 2;
 /// (at 250 it lasted 25 ms, where one 4 ms scheduler tick of the server
 /// process being preempted moved the result by a sixth).
 const MAX_CALLS_PER_CALLER: usize = 1000;
-/// Rounds per size: 9 up to 16 KiB, where a round takes seconds and the
-/// ratios the targets name (10x tokio from 4 B to 4 KiB, blocking within
-/// 15% of async) are close enough to a line that 5 noisy rounds left them
-/// to one draw; 5 above, where a round takes minutes.
-const TIMED_RUNS_SMALL: usize = 9;
-const TIMED_RUNS_LARGE: usize = 5;
-const SMALL_MAX: usize = 16 << 10;
-
+/// Rounds at buf_size `size`: 9 up to 16 KiB, where a round takes
+/// seconds and the ratios the targets name (10x tokio from 4 B to 4 KiB,
+/// blocking within 15% of async) are close enough to a line that 5 noisy
+/// rounds left them to one draw; 5 above, where a round takes minutes.
 fn timed_runs(size: usize) -> usize {
-    if size <= SMALL_MAX {
-        TIMED_RUNS_SMALL
+    if size <= 16 << 10 {
+        9
     } else {
-        TIMED_RUNS_LARGE
+        5
     }
 }
 /// Untimed runs before them at 1 MiB and up (one below).
@@ -195,7 +191,7 @@ impl System {
 // `body_byte`, `fill`, `check`: shared with `examples/ipc_floor.rs`, which
 // does the same work per call with no library.
 mod ipc_payload;
-use ipc_payload::{body_byte, check, fill};
+use ipc_payload::{check, check_in_pieces, fill};
 
 /// The server's work: check the request, write the response.
 fn answer(req: &[u8], resp: &mut [u8]) {
@@ -369,17 +365,10 @@ fn green_client(
                             }
                             // Checked in pieces through a small buffer.
                             assert_eq!(r.len(), 4 + size, "response length");
-                            let mut h = [0u8; 4];
-                            r.read_at(0, &mut h);
-                            assert_eq!(i32::from_le_bytes(h), !hdr, "response to another call");
-                            let want = body_byte(!hdr);
-                            let mut pos = 4;
-                            while pos < 4 + size {
-                                let k = r.read_at(pos, &mut chunk);
-                                let bad = chunk[..k].iter().fold(0u8, |acc, &x| acc | (x ^ want));
-                                assert_eq!(bad, 0, "response body corrupt");
-                                pos += k;
-                            }
+                            check_in_pieces(4 + size, !hdr, &mut chunk, |pos, buf| {
+                                r.read_at(pos, buf)
+                            })
+                            .unwrap_or_else(|e| panic!("response: {e}"));
                             drop(r);
                             c.record(t);
                         }

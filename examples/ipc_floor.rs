@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 #[path = "../benches/ipc_payload/mod.rs"]
 mod ipc_payload;
-use ipc_payload::{check, fill};
+use ipc_payload::{check, check_in_pieces, fill};
 
 /// A cache line of its own.
 #[repr(align(128))]
@@ -166,23 +166,6 @@ enum Client {
     InPlace,
 }
 
-/// Checks the response `msg` (header `want`) through a 1 KiB buffer, as
-/// the bench's green in place does with `Response::read_at`.
-fn check_in_pieces(msg: &[u8], want: i32, chunk: &mut [u8; 1024]) {
-    let hdr = i32::from_le_bytes(msg[..4].try_into().unwrap());
-    assert_eq!(hdr, want, "response to another call");
-    let b = ipc_payload::body_byte(want);
-    for piece in msg[4..].chunks(chunk.len()) {
-        let c = &mut chunk[..piece.len()];
-        c.copy_from_slice(piece);
-        assert_eq!(
-            c.iter().fold(0u8, |acc, &x| acc | (x ^ b)),
-            0,
-            "response body corrupt"
-        );
-    }
-}
-
 /// Runs the calls for `run_for` with the server on `server_cpu` and the
 /// client on `client_cpu`; the median time per call over 100 ms windows.
 fn measure(
@@ -263,7 +246,12 @@ fn measure(
                     let got = check(&resp_bufs[slot]).unwrap_or_else(|e| panic!("response: {e}"));
                     assert_eq!(got, !sent[slot], "response to another call");
                 }
-                Client::InPlace => check_in_pieces(resp, !sent[slot], &mut chunk),
+                Client::InPlace => check_in_pieces(msg, !sent[slot], &mut chunk, |pos, buf| {
+                    let k = buf.len().min(msg - pos);
+                    buf[..k].copy_from_slice(&resp[pos..pos + k]);
+                    k
+                })
+                .unwrap_or_else(|e| panic!("response: {e}")),
             }
             next_hdr = next_hdr.wrapping_add(1);
             sent[slot] = next_hdr;

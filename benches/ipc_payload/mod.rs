@@ -26,3 +26,36 @@ pub fn check(msg: &[u8]) -> Result<i32, String> {
     }
     Ok(hdr)
 }
+
+/// Checks a message of `len` bytes whose header should be `want`, read
+/// piece by piece through `chunk` by `read_at(pos, buf)` (which fills
+/// `buf` from byte `pos` and returns how many bytes it gave), as a reader
+/// does that may not hold a slice of the message.
+pub fn check_in_pieces(
+    len: usize,
+    want: i32,
+    chunk: &mut [u8],
+    mut read_at: impl FnMut(usize, &mut [u8]) -> usize,
+) -> Result<(), String> {
+    let mut h = [0u8; 4];
+    if len < 4 || read_at(0, &mut h) != 4 {
+        return Err(format!("message of {len} bytes"));
+    }
+    let hdr = i32::from_le_bytes(h);
+    if hdr != want {
+        return Err(format!("header {hdr}, expected {want}"));
+    }
+    let b = body_byte(want);
+    let mut pos = 4;
+    while pos < len {
+        let k = read_at(pos, chunk);
+        if k == 0 {
+            return Err(format!("message ends at {pos} of {len} bytes"));
+        }
+        if chunk[..k].iter().fold(0u8, |acc, &x| acc | (x ^ b)) != 0 {
+            return Err(format!("body of header {hdr} corrupt"));
+        }
+        pos += k;
+    }
+    Ok(())
+}
