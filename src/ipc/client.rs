@@ -620,14 +620,18 @@ impl Inner {
             return false;
         }
         let mut buf = [Desc::default(); 32];
-        let popped = match self.rx.try_lock() {
-            Some(mut rx) => rx.pop_into(&mut buf),
-            None => return false,
+        let Some(mut rx) = self.rx.try_lock() else {
+            return false;
         };
+        // Held until the batch is completed: `drain_ring` then knows that
+        // every response popped before it is delivered.
+        let popped = rx.pop_into(&mut buf);
         match popped {
             Ok(0) => false,
             Ok(n) => {
-                if let Err(msg) = self.complete(&buf[..n]) {
+                let done = self.complete(&buf[..n]);
+                drop(rx);
+                if let Err(msg) = done {
                     self.close(io::ErrorKind::InvalidData, format!("bad response: {msg}"));
                 }
                 true
@@ -635,6 +639,36 @@ impl Inner {
             Err(e) => {
                 self.close(io::ErrorKind::InvalidData, format!("response ring: {e}"));
                 false
+            }
+        }
+    }
+
+    /// Completes what the response ring holds now, after a poller that
+    /// holds it has completed what it popped. At most a ringful: a peer
+    /// that keeps pushing does not keep us here.
+    fn drain_ring(&self) {
+        let mut left = self.rx.lock().capacity() as usize;
+        let mut buf = [Desc::default(); 32];
+        while left > 0 {
+            let want = left.min(buf.len());
+            // Never held across a park: `complete` only wakes threads.
+            let mut rx = self.rx.lock();
+            let popped = rx.pop_into(&mut buf[..want]);
+            match popped {
+                Ok(0) => return,
+                Ok(n) => {
+                    left -= n;
+                    let done = self.complete(&buf[..n]);
+                    drop(rx);
+                    if let Err(msg) = done {
+                        self.close(io::ErrorKind::InvalidData, format!("bad response: {msg}"));
+                        return;
+                    }
+                }
+                Err(e) => {
+                    self.close(io::ErrorKind::InvalidData, format!("response ring: {e}"));
+                    return;
+                }
             }
         }
     }
@@ -1258,6 +1292,9 @@ impl Client {
             .name("ipc-client-watcher".into())
             .spawn(move || {
                 let e = watch(&watch_sock);
+                // Answers the server pushed before it closed are its last
+                // word: deliver them before failing what is left.
+                w.drain_ring();
                 w.close(
                     io::ErrorKind::ConnectionReset,
                     format!("ipc server gone: {e}"),
@@ -1272,7 +1309,8 @@ impl Client {
     /// # Errors
     ///
     /// [`io::ErrorKind::ConnectionReset`] if the server died while the call
-    /// was pending; [`io::ErrorKind::BrokenPipe`] once the connection is
+    /// was pending, or shut down before a handler took it (then it never
+    /// ran, see [`ShutdownHandle`](super::ShutdownHandle)); [`io::ErrorKind::BrokenPipe`] once the connection is
     /// closed; [`io::ErrorKind::OutOfMemory`] when the arena has no room
     /// (see [`ArenaFullPolicy`]); the handler's error kind if it failed.
     pub fn call(&self, request: &[u8]) -> io::Result<Response> {

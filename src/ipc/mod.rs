@@ -71,6 +71,15 @@
 //! fail at once with [`io::ErrorKind::BrokenPipe`], and the reader is woken
 //! (its own futex word is bumped) so it exits and the region is unmapped.
 //!
+//! A server shuts down gracefully through its [`ShutdownHandle`]
+//! ([`Server::shutdown_handle`]): [`serve`](Server::serve) stops
+//! accepting, each connection closes once the calls its handlers are
+//! running are answered, and no handler starts a call after the
+//! shutdown, so a client's call either gets its answer or fails with
+//! [`io::ErrorKind::ConnectionReset`] without having run (the client
+//! delivers the answers on the response ring before it fails the rest).
+//! [`ShutdownHandle::abort`] closes every connection at once instead.
+//!
 //! A server that stays alive but does not answer is not gone: a plain
 //! [`Client::call`] waits for it. [`Client::call_timeout`] bounds the
 //! wait (for room and for the response together) and fails with
@@ -299,7 +308,7 @@ mod client;
 mod server;
 
 pub use self::client::{CallFuture, Client, RequestBuilder, Response};
-pub use self::server::{Request, ResponseWriter, Server};
+pub use self::server::{Request, ResponseWriter, Server, ShutdownHandle};
 
 /// Opcode of a request descriptor: a call, body in the client arena.
 pub const CALL: u32 = 1;

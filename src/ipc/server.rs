@@ -2,6 +2,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +28,182 @@ use crate::shm::{
 pub struct Server {
     listener: UnixListener,
     config: ServerConfig,
+    shut: Arc<Shutdown>,
+}
+
+/// Stops a [`Server`]'s [`serve`](Server::serve) from any thread; from
+/// [`Server::shutdown_handle`]. Clones stop the same server.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    shut: Arc<Shutdown>,
+}
+
+/// What a server's accept loop, its connections and its
+/// [`ShutdownHandle`]s share.
+#[derive(Debug)]
+struct Shutdown {
+    /// Set once `shutdown` or `abort` is called: connections finish the
+    /// calls their handlers run and start no more.
+    draining: AtomicBool,
+    reg: Mutex<Registry>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    /// Whether `shutdown` (`Some(false)`) or `abort` (`Some(true)`) was
+    /// called.
+    stop: Option<bool>,
+    /// The listening socket while `serve` may accept on it: shut down to
+    /// end a blocked `accept`. `None` once the listener is gone, so the
+    /// number is never used after it was closed.
+    listener: Option<RawFd>,
+    /// Connections from their accept until their last green thread of
+    /// serving ends.
+    conns: slab::Slab<Entry>,
+    /// `serve`, waiting for `conns` to empty after a shutdown.
+    waiter: Option<crate::thread::Thread>,
+}
+
+#[derive(Debug)]
+enum Entry {
+    /// Accepted, in its handshake: its socket, shut down to end that.
+    Handshake(StdUnixStream),
+    /// Served.
+    Serving(Arc<Conn>),
+}
+
+impl Shutdown {
+    fn new(listener: RawFd) -> Shutdown {
+        Shutdown {
+            draining: AtomicBool::new(false),
+            reg: Mutex::new(Registry {
+                listener: Some(listener),
+                ..Registry::default()
+            }),
+        }
+    }
+
+    fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting, and has every connection drain (`abort`: close at
+    /// once).
+    fn stop(&self, abort: bool) {
+        let mut wake = Vec::new();
+        {
+            let mut reg = self.reg.lock();
+            if reg.stop == Some(true) || reg.stop == Some(abort) {
+                return;
+            }
+            reg.stop = Some(abort);
+            self.draining.store(true, Ordering::SeqCst);
+            if let Some(fd) = reg.listener {
+                // SAFETY: `fd` is the listener's, still open: `serve` sets
+                // `listener` to `None` under this lock before it drops the
+                // listener. Shutting a listening socket down makes its
+                // blocked and later `accept`s fail (EINVAL).
+                unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+            }
+            for (_, e) in &reg.conns {
+                match e {
+                    Entry::Handshake(s) => {
+                        let _ = s.shutdown(std::net::Shutdown::Both);
+                    }
+                    Entry::Serving(c) => wake.push(c.clone()),
+                }
+            }
+        }
+        for c in wake {
+            if abort {
+                c.close(None);
+            } else {
+                c.wake();
+            }
+        }
+    }
+
+    /// Counts a connection just accepted on `sock`: `None` (and nothing
+    /// counted) if the server is stopping.
+    fn track(self: &Arc<Self>, sock: &UnixStream) -> io::Result<Option<Track>> {
+        let std_sock: StdUnixStream = sock.try_clone()?.into();
+        let mut reg = self.reg.lock();
+        if reg.stop.is_some() {
+            return Ok(None);
+        }
+        let key = reg.conns.insert(Entry::Handshake(std_sock));
+        Ok(Some(Track {
+            shut: self.clone(),
+            key,
+        }))
+    }
+}
+
+/// A connection's place in its server's [`Registry`], from its accept
+/// until it is dropped with the last of its serving.
+struct Track {
+    shut: Arc<Shutdown>,
+    key: usize,
+}
+
+impl Track {
+    /// The connection is served from here on, by `conn` (closed at once
+    /// if the server was aborted meanwhile; after a graceful shutdown its
+    /// reader sees it drained and closes it).
+    fn serving(&self, conn: &Arc<Conn>) {
+        let mut reg = self.shut.reg.lock();
+        reg.conns[self.key] = Entry::Serving(conn.clone());
+        if reg.stop == Some(true) {
+            drop(reg);
+            conn.close(None);
+        }
+    }
+}
+
+impl Drop for Track {
+    fn drop(&mut self) {
+        let waiter = {
+            let mut reg = self.shut.reg.lock();
+            reg.conns.remove(self.key);
+            if reg.conns.is_empty() {
+                reg.waiter.take()
+            } else {
+                None
+            }
+        };
+        if let Some(t) = waiter {
+            t.unpark();
+        }
+    }
+}
+
+impl ShutdownHandle {
+    /// Shuts the server down gracefully: [`Server::serve`] stops
+    /// accepting connections, and each open connection closes as soon as
+    /// the calls its handlers are running are answered. No handler starts
+    /// a call after this; a client's calls that had not started fail with
+    /// [`io::ErrorKind::ConnectionReset`] (they never reached a handler),
+    /// and its later calls with [`io::ErrorKind::BrokenPipe`]. `serve`
+    /// returns `Ok(())` once every connection is closed. Returns at once;
+    /// calling it again does nothing.
+    pub fn shutdown(&self) {
+        self.shut.stop(false);
+    }
+
+    /// Like [`shutdown`](Self::shutdown), but closes every connection at
+    /// once: calls whose handlers are still running fail on the client
+    /// with [`io::ErrorKind::ConnectionReset`] as well (the handlers run
+    /// to their end; their responses are dropped). Also ends a graceful
+    /// shutdown that waits on a handler.
+    pub fn abort(&self) {
+        self.shut.stop(true);
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) or [`abort`](Self::abort) was
+    /// called.
+    pub fn is_shutdown(&self) -> bool {
+        self.shut.draining()
+    }
 }
 
 type Handler = dyn Fn(&Request<'_>, &mut ResponseWriter<'_>) -> io::Result<()> + Send + Sync;
@@ -46,6 +223,9 @@ struct State {
     /// Handlers waiting for arena space, woken when a `RELEASE` frees
     /// some.
     space_waiters: Vec<crate::thread::Thread>,
+    /// Calls a handler is running (taken from `queue`, reply not yet
+    /// pushed): what a graceful shutdown waits for.
+    running: usize,
 }
 
 /// A handler's answer to one call, pushed with the next lock.
@@ -85,6 +265,16 @@ struct Conn {
     max_queued: usize,
     /// The reader green thread, unparked when the queue has room again.
     reader: crate::thread::Thread,
+    /// The server's shutdown state.
+    shut: Arc<Shutdown>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("dead", &self.dead)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Conn {
@@ -103,6 +293,18 @@ impl Conn {
         if let Some(e) = err {
             (self.on_error)(&e);
         }
+    }
+
+    /// Wakes the reader to look at the server's shutdown state.
+    fn wake(&self) {
+        (self.wake_reader)();
+        self.reader.unpark();
+    }
+
+    /// Whether a graceful shutdown has begun and no handler runs a call
+    /// any more: the connection may close.
+    fn drained(&self) -> bool {
+        self.shut.draining() && self.state.lock().running == 0
     }
 
     fn violation(&self, msg: String) {
@@ -202,9 +404,14 @@ impl Conn {
                                 st.arena.set_len(offset, len);
                             }
                             st.in_flight.remove(&r.desc.id);
+                            st.running -= 1;
                             let _ = st.tx.notify();
                             reply = None;
                             backoff = Backoff::new();
+                            if st.running == 0 && self.shut.draining() {
+                                // The last call a graceful shutdown waits for.
+                                self.wake();
+                            }
                         }
                         Err(PushError::Full(_)) => {}
                         Err(PushError::Corrupt(_, e)) => {
@@ -220,18 +427,23 @@ impl Conn {
                     // without waiting for anything of ours.
                     None
                 } else {
-                    match st.queue.pop_front() {
-                        Some(call) => {
-                            if st.queue.len() + 1 == self.max_queued {
-                                // The reader may be waiting for room.
-                                self.reader.unpark();
-                            }
-                            Some((call, st.want_handler(self.max_handlers)))
-                        }
-                        None => {
+                    loop {
+                        let Some(call) = st.queue.pop_front() else {
                             st.handlers -= 1;
                             return;
+                        };
+                        if st.queue.len() + 1 == self.max_queued {
+                            // The reader may be waiting for room.
+                            self.reader.unpark();
                         }
+                        if self.shut.draining() {
+                            // Shutting down: no call starts. The client
+                            // fails it when the connection closes.
+                            st.in_flight.remove(&call.id);
+                            continue;
+                        }
+                        st.running += 1;
+                        break Some((call, st.want_handler(self.max_handlers)));
                     }
                 }
             };
@@ -378,7 +590,21 @@ impl Server {
             Some(name) => UnixListener::bind_addr(&SocketAddr::from_abstract_name(name)?)?,
             None => UnixListener::bind(path)?,
         };
-        Ok(Server { listener, config })
+        let shut = Arc::new(Shutdown::new(listener.as_raw_fd()));
+        Ok(Server {
+            listener,
+            config,
+            shut,
+        })
+    }
+
+    /// A handle that shuts this server down from any thread (graceful
+    /// [`ShutdownHandle::shutdown`] or immediate [`ShutdownHandle::abort`]),
+    /// before or while [`serve`](Self::serve) runs.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            shut: self.shut.clone(),
+        }
     }
 
     /// The address the server listens on.
@@ -390,11 +616,12 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Accepts connections until accepting fails, running `handler` for
-    /// every call on a green thread of its own (it may block). Each
-    /// connection is served by its own green threads; a connection whose
-    /// client breaks the protocol or dies is closed and its region freed,
-    /// and the others go on.
+    /// Accepts connections until accepting fails or the server is shut
+    /// down (see [`shutdown_handle`](Self::shutdown_handle)), running
+    /// `handler` for every call on a green thread of its own (it may
+    /// block). Each connection is served by its own green threads; a
+    /// connection whose client breaks the protocol or dies is closed and
+    /// its region freed, and the others go on.
     ///
     /// Call it from an OS thread or a green thread. On the blocking I/O
     /// backend `accept` is a plain blocking syscall, so there call it from
@@ -402,25 +629,59 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// The listener's `accept` error that ended the loop.
+    /// The listener's `accept` error that ended the loop. After a
+    /// shutdown it returns `Ok(())` once every connection is closed.
     pub fn serve<H>(self, handler: H) -> io::Result<()>
     where
         H: Fn(&Request<'_>, &mut ResponseWriter<'_>) -> io::Result<()> + Send + Sync + 'static,
     {
         let handler: Arc<Handler> = Arc::new(handler);
         loop {
-            let (stream, _) = self.listener.accept()?;
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(_) if self.shut.draining() => break,
+                Err(e) => return Err(e),
+            };
+            let Some(track) = self.shut.track(&stream)? else {
+                break; // shut down since: `stream` closes unserved
+            };
             let handler = handler.clone();
             let config = self.config.clone();
             // Connections share nothing: each goes to the least loaded
             // carrier (a client's lanes then run side by side), and moves
             // to the one its hello asks for if our carriers are pinned.
             crate::runtime::spawn_balanced(move || {
-                if let Err(e) = accept_connection(stream, handler, config.clone()) {
-                    (config.on_error)(&e);
+                let shut = track.shut.clone();
+                if let Err(e) = accept_connection(stream, handler, config.clone(), track) {
+                    // Handshakes cut short by a shutdown are not errors.
+                    if !shut.draining() {
+                        (config.on_error)(&e);
+                    }
                 }
             })?;
         }
+        // Shut down: no more accepts; wait for the connections to close.
+        self.shut.reg.lock().listener = None;
+        loop {
+            {
+                let mut reg = self.shut.reg.lock();
+                if reg.conns.is_empty() {
+                    return Ok(());
+                }
+                reg.waiter = Some(crate::thread::current());
+            }
+            // The last connection's `Track` unparks us; the token makes an
+            // unpark between the unlock and here count.
+            crate::thread::park();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // The listener closes after this: `stop` must not shut its number
+        // down any more.
+        self.shut.reg.lock().listener = None;
     }
 }
 
@@ -431,6 +692,7 @@ fn accept_connection(
     stream: UnixStream,
     handler: Arc<Handler>,
     config: ServerConfig,
+    track: Track,
 ) -> io::Result<()> {
     let std_sock: StdUnixStream = stream.into();
     // The hello first: a refused client then sees a clean EOF, not a
@@ -442,7 +704,7 @@ fn accept_connection(
     let peer = peer_credentials(&std_sock)?;
     config.credentials.check(&peer)?;
     let on_error = config.on_error.clone();
-    let serve = move || serve_connection(std_sock, handler, &config);
+    let serve = move || serve_connection(std_sock, handler, &config, &track);
     match cpu.filter(|&c| crate::runtime::carrier_cpu() != Some(c)) {
         None => serve(),
         Some(cpu) => {
@@ -489,6 +751,7 @@ fn serve_connection(
     std_sock: StdUnixStream,
     handler: Arc<Handler>,
     config: &ServerConfig,
+    track: &Track,
 ) -> io::Result<()> {
     let layout = RegionLayout::new(
         config.ring_entries,
@@ -538,6 +801,7 @@ fn serve_connection(
             handlers: 0,
             starting: 0,
             space_waiters: Vec::new(),
+            running: 0,
         }),
         peer_mem: peer_arena,
         dead: AtomicBool::new(false),
@@ -551,7 +815,9 @@ fn serve_connection(
         max_queued: config.ring_entries.max(1) as usize,
         reader: crate::thread::current(),
         handler,
+        shut: track.shut.clone(),
     });
+    track.serving(&conn);
     let w = conn.clone();
     crate::thread::Builder::new()
         .name("ipc-server-watcher".into())
@@ -566,7 +832,7 @@ fn serve_connection(
     let rx = Mutex::new(rx);
     let mut buf = [Desc::default(); 64];
     let mut idle = Idle::new();
-    let stop = || conn.dead.load(Ordering::SeqCst);
+    let stop = || conn.dead.load(Ordering::SeqCst) || conn.drained();
     while !stop() {
         let room = conn.room().min(buf.len());
         if room == 0 {
@@ -592,6 +858,9 @@ fn serve_connection(
             }
         }
     }
+    // Shut down: every answer is on the ring, which the client drains
+    // before it fails what is left.
+    conn.close(None);
     Ok(())
 }
 
