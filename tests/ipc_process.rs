@@ -55,6 +55,15 @@ fn child_server() {
                 let cpu = rustix::thread::sched_getcpu() as u32;
                 return resp.write_all(&cpu.to_le_bytes());
             }
+            if body == b"WHO" {
+                let p = req.peer();
+                let who = [
+                    p.pid.to_le_bytes(),
+                    p.uid.to_le_bytes(),
+                    p.gid.to_le_bytes(),
+                ];
+                return resp.write_all(&who.concat());
+            }
             if body == b"PEAK" {
                 return resp.write_all(&PEAK.load(Ordering::SeqCst).to_le_bytes());
             }
@@ -462,6 +471,19 @@ fn a_failing_or_panicking_handler_fails_only_its_call() {
             assert!(!client.is_closed());
         },
     );
+}
+
+#[test]
+fn the_handler_knows_the_calling_process() {
+    with_server("who", &[], |path| {
+        let client = Client::connect(&path).unwrap();
+        let who = client.call(b"WHO").unwrap().to_vec();
+        let field = |i: usize| u32::from_le_bytes(who[4 * i..4 * i + 4].try_into().unwrap());
+        assert_eq!(field(0), std::process::id());
+        // SAFETY: getuid and getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        assert_eq!((field(1), field(2)), (uid, gid));
+    });
 }
 
 #[test]

@@ -20,7 +20,7 @@ use crate::os::unix::net::{UnixListener, UnixStream};
 use crate::ring::{Producer, PushError};
 use crate::shm::{
     peer_credentials, recv_fd, send_fds, Alloc, ArenaMem, Desc, Endpoint, OwnArena, PeerArena,
-    PeerMem, Region, RegionLayout, ARENA_NAMES,
+    PeerCredentials, PeerMem, Region, RegionLayout, ARENA_NAMES,
 };
 
 /// Listens on a Unix socket and serves IPC connections.
@@ -267,6 +267,8 @@ struct Conn {
     reader: crate::thread::Thread,
     /// The server's shutdown state.
     shut: Arc<Shutdown>,
+    /// The client, as the kernel recorded it when it connected.
+    peer: PeerCredentials,
 }
 
 impl std::fmt::Debug for Conn {
@@ -466,6 +468,7 @@ impl Conn {
         let id = d.id;
         let req = Request {
             body: Body::lent(&self.peer_mem, d),
+            peer: self.peer,
         };
         let mut w = ResponseWriter {
             body: Buf::default(),
@@ -704,7 +707,7 @@ fn accept_connection(
     let peer = peer_credentials(&std_sock)?;
     config.credentials.check(&peer)?;
     let on_error = config.on_error.clone();
-    let serve = move || serve_connection(std_sock, handler, &config, &track);
+    let serve = move || serve_connection(std_sock, handler, &config, &track, peer);
     match cpu.filter(|&c| crate::runtime::carrier_cpu() != Some(c)) {
         None => serve(),
         Some(cpu) => {
@@ -752,6 +755,7 @@ fn serve_connection(
     handler: Arc<Handler>,
     config: &ServerConfig,
     track: &Track,
+    client: PeerCredentials,
 ) -> io::Result<()> {
     let layout = RegionLayout::new(
         config.ring_entries,
@@ -816,6 +820,7 @@ fn serve_connection(
         reader: crate::thread::current(),
         handler,
         shut: track.shut.clone(),
+        peer: client,
     });
     track.serving(&conn);
     let w = conn.clone();
@@ -871,9 +876,18 @@ fn serve_connection(
 /// and safe code never holds a `&[u8]` that another process may change.
 pub struct Request<'a> {
     body: Body<&'a PeerMem>,
+    peer: PeerCredentials,
 }
 
 impl Request<'_> {
+    /// Who made the call: the client process's pid, uid and gid, as the
+    /// kernel recorded them when it connected (`SO_PEERCRED`; the same
+    /// that [`ServerConfig::credentials`](super::ServerConfig::credentials)
+    /// checked), for decisions per caller beyond that policy.
+    pub fn peer(&self) -> PeerCredentials {
+        self.peer
+    }
+
     body_accessors!(
         "Sound only against a trusted, well-behaved client that leaves the \
          bytes alone until the call is answered (a peer writing them while \
@@ -883,7 +897,10 @@ impl Request<'_> {
 
 impl std::fmt::Debug for Request<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Request").field("len", &self.len()).finish()
+        f.debug_struct("Request")
+            .field("len", &self.len())
+            .field("peer", &self.peer)
+            .finish()
     }
 }
 
