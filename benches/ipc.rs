@@ -80,6 +80,7 @@
 //! prints `ipc/<size>/<system>` lines and a table, and writes
 //! `target/ipc-bench.csv` (or `$IPC_BENCH_CSV`) for `cargo run --example
 //! ipc_plot`; `IPC_BENCH_SIZES=4,65536` measures only those buf_sizes;
+//! `IPC_BENCH_ROUNDS=N` runs N rounds at every size;
 //! `IPC_BENCH_WINDOW_KIB=N` sets the green clients'
 //! `ClientConfig::max_in_flight` to N KiB (default: the library's).
 //! `cargo test --benches` runs every system once with 8 callers and two
@@ -115,7 +116,13 @@ const MAX_CALLS_PER_CALLER: usize = 1000;
 /// seconds and the ratios the targets name (10x tokio from 4 B to 4 KiB,
 /// blocking within 15% of async) are close enough to a line that 5 noisy
 /// rounds left them to one draw; 5 above, where a round takes minutes.
+/// `IPC_BENCH_ROUNDS=N` sets it at every size.
 fn timed_runs(size: usize) -> usize {
+    if let Ok(v) = std::env::var("IPC_BENCH_ROUNDS") {
+        let n: usize = v.parse().expect("IPC_BENCH_ROUNDS: a count");
+        assert!(n > 0, "IPC_BENCH_ROUNDS: at least 1");
+        return n;
+    }
     if size <= 16 << 10 {
         9
     } else {
