@@ -909,7 +909,7 @@ impl std::fmt::Debug for Request<'_> {
 /// is written straight into the server arena when there is room for it
 /// there (announce its size with [`reserve`](Self::reserve) and it takes
 /// one block; without a hint the first block is the size written so far,
-/// rounded up to a power of two up to 64 KiB); past its block, or when the
+/// rounded up to the arena cache's next size class up to 64 KiB); past its block, or when the
 /// arena is full, it is collected in memory and copied into the arena once
 /// the handler returns (waiting for room per
 /// [`ArenaFullPolicy`](super::ArenaFullPolicy)).
