@@ -39,8 +39,25 @@ fn child_server() {
     // Handlers running now, and the most seen at once.
     static RUNNING: AtomicUsize = AtomicUsize::new(0);
     static PEAK: AtomicUsize = AtomicUsize::new(0);
-    Server::bind_with(path, config)
-        .unwrap()
+    let server = Server::bind_with(path, config).unwrap();
+    if let Ok(spare) = std::env::var("GREEN_IPC_SPARE_FDS") {
+        // Room for a few connections' descriptors beyond what the
+        // listener and the running runtime hold.
+        green::spawn(|| ()).join().unwrap();
+        let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as libc::rlim_t;
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `lim` is a valid rlimit for getrlimit to fill in and
+        // setrlimit to read.
+        unsafe {
+            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+            lim.rlim_cur = open + spare.parse::<libc::rlim_t>().unwrap();
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+    }
+    server
         .serve(|req, resp| {
             let body = req.to_vec();
             if body == b"PANIC" {
@@ -471,6 +488,54 @@ fn a_failing_or_panicking_handler_fails_only_its_call() {
             assert!(!client.is_closed());
         },
     );
+}
+
+#[test]
+fn a_server_out_of_file_descriptors_keeps_serving_once_some_close() {
+    with_server("nofile", &[("GREEN_IPC_SPARE_FDS", "24")], |path| {
+        let config = ClientConfig::default()
+            .lanes(1)
+            .handshake_timeout(Duration::from_millis(300));
+        // Connect until the server runs out of descriptors: its accepts
+        // fail (the client's handshake times out) or the connection's
+        // setup does (the client sees it close).
+        let mut held = Vec::new();
+        let refused = loop {
+            match Client::connect_with(&path, config.clone()) {
+                Ok(c) => {
+                    assert_eq!(c.call(b"up").unwrap().to_vec(), b"up");
+                    held.push(c);
+                    assert!(held.len() < 64, "never ran out of descriptors");
+                }
+                Err(e) => break e,
+            }
+        };
+        assert!(!held.is_empty(), "no connection at all: {refused}");
+        // Sockets that connect and say nothing: each holds descriptors
+        // of the server's until it goes, and past the last one the
+        // server's `accept` itself fails.
+        let silent: Vec<_> = (0..64)
+            .map(|_| std::os::unix::net::UnixStream::connect(&path).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        // Those served go on being served.
+        for c in &held {
+            assert_eq!(c.call(b"still").unwrap().to_vec(), b"still");
+        }
+        // Once they close, their descriptors come back and the server,
+        // still accepting, serves a new client.
+        drop(held);
+        drop(silent);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = loop {
+            match Client::connect_with(&path, config.clone()) {
+                Ok(c) => break c,
+                Err(e) => assert!(Instant::now() < deadline, "never served again: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(client.call(b"again").unwrap().to_vec(), b"again");
+    });
 }
 
 #[test]

@@ -439,7 +439,7 @@ impl Default for ServerConfig {
             credentials: CredentialPolicy::SameUid,
             arena_full: ArenaFullPolicy::default(),
             handshake_timeout: Duration::from_secs(10),
-            on_error: Arc::new(|e| eprintln!("green::ipc: connection closed: {e}")),
+            on_error: Arc::new(|e| eprintln!("green::ipc server: {e}")),
         }
     }
 }
@@ -495,7 +495,9 @@ impl ServerConfig {
     }
 
     /// Called with the error that closed a connection (a refused peer, a
-    /// protocol violation); not called for a peer that simply goes away.
+    /// protocol violation) or that a failed `accept` gave (out of file
+    /// descriptors: [`Server::serve`] goes on); not called for a peer that
+    /// simply goes away. Default: a line on stderr.
     pub fn on_error(mut self, hook: impl Fn(&io::Error) + Send + Sync + 'static) -> Self {
         self.on_error = Arc::new(hook);
         self

@@ -312,7 +312,7 @@ impl Conn {
     fn violation(&self, msg: String) {
         self.close(Some(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("ipc client broke the protocol: {msg}"),
+            format!("ipc client broke the protocol, connection closed: {msg}"),
         )));
     }
 
@@ -632,22 +632,44 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// The listener's `accept` error that ended the loop. After a
-    /// shutdown it returns `Ok(())` once every connection is closed.
+    /// The listener's `accept` error that ended the loop. Errors that
+    /// pass (out of file descriptors or memory, a connection aborted
+    /// before its accept) do not end it: they go to
+    /// [`ServerConfig::on_error`](super::ServerConfig::on_error) and
+    /// `accept` is retried after a pause that grows from 1 ms to 1 s while
+    /// they repeat. After a shutdown it returns `Ok(())` once every
+    /// connection is closed.
     pub fn serve<H>(self, handler: H) -> io::Result<()>
     where
         H: Fn(&Request<'_>, &mut ResponseWriter<'_>) -> io::Result<()> + Send + Sync + 'static,
     {
         let handler: Arc<Handler> = Arc::new(handler);
+        let mut pause = Duration::ZERO;
         loop {
-            let stream = match self.listener.accept() {
-                Ok((stream, _)) => stream,
+            let admitted = match self.listener.accept() {
+                Ok((stream, _)) => self.shut.track(&stream).map(|t| (stream, t)),
+                Err(e) => Err(e),
+            };
+            let (stream, track) = match admitted {
+                Ok((stream, Some(track))) => (stream, track),
+                Ok((_, None)) => break, // shut down since: it closes unserved
                 Err(_) if self.shut.draining() => break,
+                Err(e) if accept_error_passes(&e) => {
+                    // Out of descriptors or memory, or a client gone
+                    // before its accept: not the listener's end. Report
+                    // it and wait a little longer each time in a row, so
+                    // that closing connections can free what is short.
+                    (self.config.on_error)(&io::Error::new(
+                        e.kind(),
+                        format!("ipc server: accepting a connection failed: {e}; retrying"),
+                    ));
+                    pause = (pause * 2).clamp(Duration::from_millis(1), Duration::from_secs(1));
+                    crate::thread::sleep(pause);
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
-            let Some(track) = self.shut.track(&stream)? else {
-                break; // shut down since: `stream` closes unserved
-            };
+            pause = Duration::ZERO;
             let handler = handler.clone();
             let config = self.config.clone();
             // Connections share nothing: each goes to the least loaded
@@ -686,6 +708,24 @@ impl Drop for Server {
         // down any more.
         self.shut.reg.lock().listener = None;
     }
+}
+
+/// Whether `accept` (or the descriptor the registry keeps of a new
+/// connection) failed for a reason that passes: descriptors or memory
+/// short for now, or a connection aborted before it was accepted.
+fn accept_error_passes(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOBUFS
+                | libc::ENOMEM
+                | libc::ECONNABORTED
+                | libc::EINTR
+                | libc::EPROTO
+        )
+    )
 }
 
 /// Reads a new connection's hello and checks its credentials, then
