@@ -35,7 +35,8 @@ fn child_server() {
         .ring_entries(env("GREEN_IPC_RING", 256) as u32)
         .client_arena(env("GREEN_IPC_CLIENT_ARENA", 4 << 20))
         .server_arena(env("GREEN_IPC_SERVER_ARENA", 4 << 20))
-        .max_handlers(env("GREEN_IPC_MAX_HANDLERS", 1024) as usize);
+        .max_handlers(env("GREEN_IPC_MAX_HANDLERS", 1024) as usize)
+        .max_connections(env("GREEN_IPC_MAX_CONNECTIONS", u64::MAX) as usize);
     // Handlers running now, and the most seen at once.
     static RUNNING: AtomicUsize = AtomicUsize::new(0);
     static PEAK: AtomicUsize = AtomicUsize::new(0);
@@ -535,6 +536,32 @@ fn a_server_out_of_file_descriptors_keeps_serving_once_some_close() {
             std::thread::sleep(Duration::from_millis(20));
         };
         assert_eq!(client.call(b"again").unwrap().to_vec(), b"again");
+    });
+}
+
+#[test]
+fn connections_past_the_limit_are_refused_until_one_closes() {
+    with_server("maxconn", &[("GREEN_IPC_MAX_CONNECTIONS", "2")], |path| {
+        let one = ClientConfig::default().lanes(1);
+        let a = Client::connect_with(&path, one.clone()).unwrap();
+        let b = Client::connect_with(&path, one.clone()).unwrap();
+        assert_eq!(a.call(b"a").unwrap().to_vec(), b"a");
+        let e = Client::connect_with(&path, one.clone()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
+        drop(a);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let c = loop {
+            match Client::connect_with(&path, one.clone()) {
+                Ok(c) => break c,
+                Err(e) => assert!(Instant::now() < deadline, "never admitted: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(c.call(b"c").unwrap().to_vec(), b"c");
+        assert_eq!(b.call(b"b").unwrap().to_vec(), b"b");
+        // A client of two lanes needs two places.
+        let e = Client::connect_with(&path, ClientConfig::default().lanes(2)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
     });
 }
 

@@ -404,6 +404,7 @@ pub type ErrorHook = Arc<dyn Fn(&io::Error) + Send + Sync>;
 pub struct ServerConfig {
     ring_entries: u32,
     max_handlers: usize,
+    max_connections: usize,
     client_arena: u64,
     server_arena: u64,
     credentials: CredentialPolicy,
@@ -417,6 +418,7 @@ impl fmt::Debug for ServerConfig {
         f.debug_struct("ServerConfig")
             .field("ring_entries", &self.ring_entries)
             .field("max_handlers", &self.max_handlers)
+            .field("max_connections", &self.max_connections)
             .field("client_arena", &self.client_arena)
             .field("server_arena", &self.server_arena)
             .field("credentials", &self.credentials)
@@ -427,13 +429,15 @@ impl fmt::Debug for ServerConfig {
 }
 
 impl Default for ServerConfig {
-    /// 1024-entry rings, up to 1024 handlers at once per connection, 4 MiB
-    /// per arena, same uid only, wait up to 30 s for response space, 10 s
-    /// for a client's hello, errors printed to stderr.
+    /// 1024-entry rings, up to 1024 handlers at once per connection, no
+    /// limit on connections, 4 MiB per arena, same uid only, wait up to
+    /// 30 s for response space, 10 s for a client's hello, errors printed
+    /// to stderr.
     fn default() -> Self {
         ServerConfig {
             ring_entries: 1024,
             max_handlers: 1024,
+            max_connections: usize::MAX,
             client_arena: 4 << 20,
             server_arena: 4 << 20,
             credentials: CredentialPolicy::SameUid,
@@ -458,6 +462,23 @@ impl ServerConfig {
     /// so a client cannot make the server create threads without bound.
     pub fn max_handlers(mut self, n: usize) -> Self {
         self.max_handlers = n.max(1);
+        self
+    }
+
+    /// The most connections served at once (default: no limit; at least
+    /// 1). Each lane of a client is a connection of its own. A client
+    /// past the limit is closed after its hello and its credentials are
+    /// checked, before any memory is made for it: its `connect` fails with
+    /// [`io::ErrorKind::UnexpectedEof`], as for a refused peer, and
+    /// [`on_error`](Self::on_error) gets a
+    /// [`io::ErrorKind::ConnectionRefused`] error naming the limit. A
+    /// connection counts from when its hello and credentials pass until
+    /// it closes, so the limit bounds what served connections take
+    /// (regions, arenas, handler threads, descriptors); a socket that has
+    /// not sent its hello holds one descriptor, for at most
+    /// [`handshake_timeout`](Self::handshake_timeout).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
         self
     }
 

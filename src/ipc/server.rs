@@ -60,6 +60,9 @@ struct Registry {
     /// Connections from their accept until their last green thread of
     /// serving ends.
     conns: slab::Slab<Entry>,
+    /// Of those, the ones admitted past their handshake's checks (see
+    /// [`ServerConfig::max_connections`](super::ServerConfig::max_connections)).
+    admitted: usize,
     /// `serve`, waiting for `conns` to empty after a shutdown.
     waiter: Option<crate::thread::Thread>,
 }
@@ -135,6 +138,7 @@ impl Shutdown {
         Ok(Some(Track {
             shut: self.clone(),
             key,
+            admitted: false,
         }))
     }
 }
@@ -144,9 +148,23 @@ impl Shutdown {
 struct Track {
     shut: Arc<Shutdown>,
     key: usize,
+    /// Counted in `Registry::admitted`.
+    admitted: bool,
 }
 
 impl Track {
+    /// Counts the connection among those served if fewer than `max` are;
+    /// false if the limit is reached.
+    fn admit(&mut self, max: usize) -> bool {
+        let mut reg = self.shut.reg.lock();
+        if reg.admitted >= max {
+            return false;
+        }
+        reg.admitted += 1;
+        self.admitted = true;
+        true
+    }
+
     /// The connection is served from here on, by `conn` (closed at once
     /// if the server was aborted meanwhile; after a graceful shutdown its
     /// reader sees it drained and closes it).
@@ -165,6 +183,7 @@ impl Drop for Track {
         let waiter = {
             let mut reg = self.shut.reg.lock();
             reg.conns.remove(self.key);
+            reg.admitted -= usize::from(self.admitted);
             if reg.conns.is_empty() {
                 reg.waiter.take()
             } else {
@@ -735,7 +754,7 @@ fn accept_connection(
     stream: UnixStream,
     handler: Arc<Handler>,
     config: ServerConfig,
-    track: Track,
+    mut track: Track,
 ) -> io::Result<()> {
     let std_sock: StdUnixStream = stream.into();
     // The hello first: a refused client then sees a clean EOF, not a
@@ -746,6 +765,16 @@ fn accept_connection(
     };
     let peer = peer_credentials(&std_sock)?;
     config.credentials.check(&peer)?;
+    if !track.admit(config.max_connections) {
+        // Closed on return, after its hello was read: a clean EOF.
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!(
+                "ipc server at its limit of {} connections: refused pid {} uid {}",
+                config.max_connections, peer.pid, peer.uid
+            ),
+        ));
+    }
     let on_error = config.on_error.clone();
     let serve = move || serve_connection(std_sock, handler, &config, &track, peer);
     match cpu.filter(|&c| crate::runtime::carrier_cpu() != Some(c)) {
