@@ -491,6 +491,19 @@ fn a_failing_or_panicking_handler_fails_only_its_call() {
     );
 }
 
+/// Connects, retrying while the server refuses (it frees a closed
+/// client's place when it notices the close).
+fn connect_once_admitted(path: &std::path::Path, config: &ClientConfig) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match Client::connect_with(path, config.clone()) {
+            Ok(c) => return c,
+            Err(e) => assert!(Instant::now() < deadline, "never admitted: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn a_server_out_of_file_descriptors_keeps_serving_once_some_close() {
     with_server("nofile", &[("GREEN_IPC_SPARE_FDS", "24")], |path| {
@@ -527,14 +540,7 @@ fn a_server_out_of_file_descriptors_keeps_serving_once_some_close() {
         // still accepting, serves a new client.
         drop(held);
         drop(silent);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let client = loop {
-            match Client::connect_with(&path, config.clone()) {
-                Ok(c) => break c,
-                Err(e) => assert!(Instant::now() < deadline, "never served again: {e}"),
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let client = connect_once_admitted(&path, &config);
         assert_eq!(client.call(b"again").unwrap().to_vec(), b"again");
     });
 }
@@ -549,14 +555,7 @@ fn connections_past_the_limit_are_refused_until_one_closes() {
         let e = Client::connect_with(&path, one.clone()).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
         drop(a);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let c = loop {
-            match Client::connect_with(&path, one.clone()) {
-                Ok(c) => break c,
-                Err(e) => assert!(Instant::now() < deadline, "never admitted: {e}"),
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
+        let c = connect_once_admitted(&path, &one);
         assert_eq!(c.call(b"c").unwrap().to_vec(), b"c");
         assert_eq!(b.call(b"b").unwrap().to_vec(), b"b");
         // A client of two lanes needs two places.
