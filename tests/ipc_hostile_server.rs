@@ -9,7 +9,8 @@
 //! sees the client hang up, nothing panics or hangs, and a connection
 //! to a well-behaved server in the same process keeps working. A server
 //! that fails the handshake (hangs up, stays silent, speaks another
-//! protocol, sends the wrong fds, a region of garbage or one too large)
+//! protocol, sends the wrong fds, a region of garbage or one too large,
+//! never confirms the connection or confirms it with a wrong byte)
 //! makes `connect` fail with an error that says which. And a server
 //! that dies while calls wait for ring or arena room fails those calls
 //! too.
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use green::ipc::{
     ArenaFullPolicy, Client, ClientConfig, Server, CALL, ERROR, INLINE, INLINE_MAX, PROTOCOL,
-    RELEASE, REPLY,
+    READY, RELEASE, REPLY,
 };
 use green::shm::{
     recv_fd, send_fds, Desc, Endpoint, OwnArena, PeerArena, Region, RegionHeader, RegionLayout,
@@ -118,6 +119,7 @@ fn fake_server_with(
         assert_eq!(payload, PROTOCOL);
         let peer = PeerArena::attach(fd, ARENA_NAMES[0], header.client_arena_len).unwrap();
         let ep = region.into_server(own, peer).unwrap();
+        (&sock).write_all(&[READY]).unwrap();
         let mut conn = Conn {
             sock: Some(sock),
             ep,
@@ -515,6 +517,38 @@ fn a_bad_handshake_fails_connect_with_a_clear_error() {
                 }),
                 ErrorKind::InvalidData,
                 "magic",
+            ),
+            (
+                "hangs up instead of finishing the handshake",
+                Box::new(|sock| {
+                    let (region, own) = region_and_arena();
+                    send_fds(sock, &[region.fd(), own.fd()], PROTOCOL).unwrap();
+                    let _ = recv_fd(sock).unwrap();
+                    sock.shutdown(std::net::Shutdown::Both).unwrap();
+                }),
+                ErrorKind::UnexpectedEof,
+                "before setting it up",
+            ),
+            (
+                "ends the handshake with another byte",
+                Box::new(|sock| {
+                    let (region, own) = region_and_arena();
+                    send_fds(sock, &[region.fd(), own.fd()], PROTOCOL).unwrap();
+                    let _ = recv_fd(sock).unwrap();
+                    (&*sock).write_all(b"?").unwrap();
+                }),
+                ErrorKind::InvalidData,
+                "unknown byte",
+            ),
+            (
+                "never finishes the handshake",
+                Box::new(|sock| {
+                    let (region, own) = region_and_arena();
+                    send_fds(sock, &[region.fd(), own.fd()], PROTOCOL).unwrap();
+                    let _ = recv_fd(sock).unwrap();
+                }),
+                ErrorKind::TimedOut,
+                "did not finish the handshake",
             ),
             (
                 "asks for more memory than the client maps",

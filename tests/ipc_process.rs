@@ -512,7 +512,8 @@ fn a_server_out_of_file_descriptors_keeps_serving_once_some_close() {
             .handshake_timeout(Duration::from_millis(300));
         // Connect until the server runs out of descriptors: its accepts
         // fail (the client's handshake times out) or the connection's
-        // setup does (the client sees it close).
+        // setup does (the client sees it close before the server confirms
+        // it). A connection that `connect` returned is set up, and served.
         let mut held = Vec::new();
         let refused = loop {
             match Client::connect_with(&path, config.clone()) {

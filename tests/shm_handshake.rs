@@ -6,7 +6,7 @@
 
 use std::io::{self, Write};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use green::shm::{
@@ -90,6 +90,70 @@ fn frame_with_two_fds_is_refused() {
     let e = recv_fd(&b).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     assert!(e.to_string().contains("2 fds"), "{e}");
+}
+
+#[test]
+fn frame_with_more_fds_than_any_frame_carries_is_refused() {
+    let (a, b) = UnixStream::pair().unwrap();
+    let files: Vec<OwnedFd> = (0..12).map(|_| memfd()).collect();
+    let fds: Vec<_> = files.iter().map(|f| f.as_fd()).collect();
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(12))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
+    let frame = 0u32.to_ne_bytes();
+    sendmsg(
+        &a,
+        &[io::IoSlice::new(&frame)],
+        &mut control,
+        SendFlags::empty(),
+    )
+    .unwrap();
+    let e = recv_fd(&b).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    assert!(e.to_string().contains("more fds"), "{e}");
+}
+
+/// Set in the child that [`a_receiver_out_of_descriptors_says_so`] runs.
+const NOFILE_CHILD: &str = "GREEN_TEST_NOFILE_CHILD";
+
+/// A process at its descriptor limit cannot take in a passed fd: the
+/// kernel drops it and flags the message truncated. That is reported as
+/// this process's shortage, not as a peer sending too many. Runs in a
+/// child process (this test binary again), whose limit can be lowered
+/// without starving the other tests.
+#[test]
+fn a_receiver_out_of_descriptors_says_so() {
+    if std::env::var_os(NOFILE_CHILD).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "a_receiver_out_of_descriptors_says_so"])
+            .args(["--test-threads", "1", "--nocapture"])
+            .env(NOFILE_CHILD, "1")
+            .output()
+            .unwrap();
+        let says = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{says}{err}");
+        assert!(says.contains("1 passed"), "{says}");
+        return;
+    }
+    let (a, b) = UnixStream::pair().unwrap();
+    let fd = memfd();
+    send_fd(&a, fd.as_fd(), b"region").unwrap();
+    // No room for one more descriptor: a new one takes the lowest free
+    // number, and the limit is on numbers.
+    let lowest_free = rustix::io::dup(&a).unwrap().as_raw_fd() as u64;
+    let max = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+    rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(lowest_free),
+            maximum: max,
+        },
+    )
+    .unwrap();
+    let e = recv_fd(&b).unwrap_err();
+    assert!(e.to_string().contains("could not receive"), "{e}");
+    assert!(e.to_string().contains("Too many open files"), "{e}");
 }
 
 #[test]

@@ -1099,10 +1099,11 @@ impl Client {
     ///
     /// The socket's errors; [`io::ErrorKind::PermissionDenied`] if the
     /// server's credentials fail the policy; `UnexpectedEof` if the server
-    /// refused us; `InvalidData` for a region that fails validation or
+    /// refused us or could not set the connection up (it reports why to
+    /// its error hook); `InvalidData` for a region that fails validation or
     /// exceeds the size limit, or a handshake in another protocol;
-    /// `TimedOut` if the server sends no region within
-    /// [`ClientConfig::handshake_timeout`].
+    /// `TimedOut` if the server does not send its region, or confirm the
+    /// connection, within [`ClientConfig::handshake_timeout`].
     pub fn connect(path: impl AsRef<Path>) -> io::Result<Client> {
         Client::connect_with(path, ClientConfig::default())
     }
@@ -1221,6 +1222,7 @@ impl Client {
         let own = OwnArena::create(h.client_arena_len)?;
         send_fds(&sock, &[own.fd()], PROTOCOL)?;
         let ep = region.into_client(own, peer)?;
+        super::recv_ready(&sock, config.handshake_timeout)?;
         Ok((ep, sock))
     }
 

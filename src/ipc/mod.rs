@@ -11,7 +11,10 @@
 //! with `SCM_RIGHTS`; the client checks the server's credentials too,
 //! refuses regions and arenas above [`ClientConfig::max_region`] in all,
 //! attaches (which validates the whole layout), maps the server's arena
-//! read-only, and answers with an arena memfd of its own. Each side seals
+//! read-only, and answers with an arena memfd of its own; the server
+//! attaches it and ends the handshake with one byte (a connection it
+//! cannot set up, say for want of descriptors, fails `connect` rather
+//! than the first call). Each side seals
 //! its arena so that only its own mapping can write it (see
 //! [`OwnArena`](crate::shm::OwnArena)), and refuses an arena from the peer
 //! that is not sealed that way. The socket stays open for the
@@ -342,7 +345,51 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_millis(100);
 /// and arena, then the client's arena). Public for tests that play a
 /// misbehaving peer.
 #[doc(hidden)]
-pub const PROTOCOL: &[u8] = b"green-ipc/5";
+pub const PROTOCOL: &[u8] = b"green-ipc/6";
+
+/// The byte a server sends once a connection is set up on its side (the
+/// client's arena attached, the liveness watcher running): the client's
+/// `connect` returns only after it, so a connection the server could not
+/// set up (out of descriptors, a bad arena) fails at `connect`, never at
+/// the first call. Public for tests that play a server by hand.
+#[doc(hidden)]
+pub const READY: u8 = b'!';
+
+/// Sends [`READY`]. One byte into a connection whose buffer holds
+/// nothing else from us: never blocks. `NOSIGNAL`: a client that hung up
+/// is an `EPIPE` error, not a `SIGPIPE`.
+fn send_ready(sock: impl std::os::fd::AsFd) -> io::Result<()> {
+    loop {
+        match rustix::net::send(&sock, &[READY], rustix::net::SendFlags::NOSIGNAL) {
+            Ok(1) => return Ok(()),
+            Ok(_) => return Err(io::ErrorKind::WriteZero.into()),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Waits up to `timeout` for the server's [`READY`].
+fn recv_ready(sock: &std::os::unix::net::UnixStream, timeout: Duration) -> io::Result<()> {
+    use std::io::Read;
+    let mut b = [0u8; 1];
+    match handshake_wait(
+        sock,
+        timeout,
+        "ipc server did not finish the handshake",
+        || (&*sock).read(&mut b),
+    )? {
+        0 => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "ipc server closed the connection before setting it up (see its error log)",
+        )),
+        _ if b[0] == READY => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "ipc server ended the handshake with an unknown byte",
+        )),
+    }
+}
 
 /// The first four bytes a client sends on a new connection.
 const HELLO_MAGIC: [u8; 4] = *b"gIPC";

@@ -901,6 +901,14 @@ fn serve_connection(
             let report = (e.kind() == io::ErrorKind::InvalidData).then_some(e);
             w.close(report);
         })?;
+    // Set up: tell the client. One that hung up meanwhile is gone.
+    if let Err(e) = super::send_ready(&conn.sock) {
+        conn.close(None);
+        return match e.kind() {
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => Ok(()),
+            _ => Err(e),
+        };
+    }
     // This green thread is the connection's reader (the only user of
     // `rx`: the lock is never contended).
     let rx = Mutex::new(rx);

@@ -139,6 +139,18 @@ pub fn recv_fds(sock: &UnixStream, count: usize) -> io::Result<(Vec<OwnedFd>, Ve
         }
     }
     if msg.flags.contains(ReturnFlags::CTRUNC) {
+        // Truncated with room to spare: the kernel could not install
+        // the fds here (this process is at its descriptor limit), not a
+        // peer sending too many.
+        if fds.len() < MAX_FDS + 4 {
+            return Err(io::Error::new(
+                io::Error::from(Errno::MFILE).kind(),
+                format!(
+                    "could not receive the peer's fds: {}",
+                    io::Error::from(Errno::MFILE)
+                ),
+            ));
+        }
         return Err(invalid(
             "the peer sent more fds than a region handshake carries",
         ));
