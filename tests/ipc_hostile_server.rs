@@ -454,6 +454,14 @@ fn region_and_arena() -> (Region, OwnArena) {
     (region, own)
 }
 
+/// The server's part of a good handshake up to its last byte: sends a
+/// region and arena, takes the client's arena.
+fn region_handshake(sock: &UnixStream) {
+    let (region, own) = region_and_arena();
+    send_fds(sock, &[region.fd(), own.fd()], PROTOCOL).unwrap();
+    let _ = recv_fd(sock).unwrap();
+}
+
 /// A server that fails the handshake: `connect` returns an error of the
 /// right kind naming what went wrong, and nothing panics or hangs.
 #[test]
@@ -521,9 +529,7 @@ fn a_bad_handshake_fails_connect_with_a_clear_error() {
             (
                 "hangs up instead of finishing the handshake",
                 Box::new(|sock| {
-                    let (region, own) = region_and_arena();
-                    send_fds(sock, &[region.fd(), own.fd()], PROTOCOL).unwrap();
-                    let _ = recv_fd(sock).unwrap();
+                    region_handshake(sock);
                     sock.shutdown(std::net::Shutdown::Both).unwrap();
                 }),
                 ErrorKind::UnexpectedEof,
@@ -532,9 +538,7 @@ fn a_bad_handshake_fails_connect_with_a_clear_error() {
             (
                 "ends the handshake with another byte",
                 Box::new(|sock| {
-                    let (region, own) = region_and_arena();
-                    send_fds(sock, &[region.fd(), own.fd()], PROTOCOL).unwrap();
-                    let _ = recv_fd(sock).unwrap();
+                    region_handshake(sock);
                     (&*sock).write_all(b"?").unwrap();
                 }),
                 ErrorKind::InvalidData,
@@ -543,9 +547,7 @@ fn a_bad_handshake_fails_connect_with_a_clear_error() {
             (
                 "never finishes the handshake",
                 Box::new(|sock| {
-                    let (region, own) = region_and_arena();
-                    send_fds(sock, &[region.fd(), own.fd()], PROTOCOL).unwrap();
-                    let _ = recv_fd(sock).unwrap();
+                    region_handshake(sock);
                 }),
                 ErrorKind::TimedOut,
                 "did not finish the handshake",

@@ -25,6 +25,21 @@ fn same_file(a: &OwnedFd, b: &OwnedFd) -> bool {
     (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 }
 
+/// Sends `frame` with `fds` attached as one `sendmsg`, bypassing
+/// `send_fds`'s checks, as a misbehaving peer would.
+fn send_raw(sock: &UnixStream, fds: &[std::os::fd::BorrowedFd<'_>], frame: &[u8]) {
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    assert!(control.push(SendAncillaryMessage::ScmRights(fds)));
+    sendmsg(
+        sock,
+        &[io::IoSlice::new(frame)],
+        &mut control,
+        SendFlags::empty(),
+    )
+    .unwrap();
+}
+
 #[test]
 fn fd_and_payload_cross_a_socket_pair() {
     let (a, b) = UnixStream::pair().unwrap();
@@ -76,17 +91,7 @@ fn frame_with_two_fds_is_refused() {
     let (a, b) = UnixStream::pair().unwrap();
     let (f1, f2) = (memfd(), memfd());
     let fds = [f1.as_fd(), f2.as_fd()];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
-    let frame = 0u32.to_ne_bytes();
-    sendmsg(
-        &a,
-        &[io::IoSlice::new(&frame)],
-        &mut control,
-        SendFlags::empty(),
-    )
-    .unwrap();
+    send_raw(&a, &fds, &0u32.to_ne_bytes());
     let e = recv_fd(&b).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     assert!(e.to_string().contains("2 fds"), "{e}");
@@ -97,17 +102,7 @@ fn frame_with_more_fds_than_any_frame_carries_is_refused() {
     let (a, b) = UnixStream::pair().unwrap();
     let files: Vec<OwnedFd> = (0..12).map(|_| memfd()).collect();
     let fds: Vec<_> = files.iter().map(|f| f.as_fd()).collect();
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(12))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
-    let frame = 0u32.to_ne_bytes();
-    sendmsg(
-        &a,
-        &[io::IoSlice::new(&frame)],
-        &mut control,
-        SendFlags::empty(),
-    )
-    .unwrap();
+    send_raw(&a, &fds, &0u32.to_ne_bytes());
     let e = recv_fd(&b).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     assert!(e.to_string().contains("more fds"), "{e}");
@@ -162,17 +157,7 @@ fn oversized_length_is_refused_at_recv() {
     // A well-formed fd with a forged length word.
     let fd = memfd();
     let fds = [fd.as_fd()];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
-    let frame = u32::MAX.to_ne_bytes();
-    sendmsg(
-        &a,
-        &[io::IoSlice::new(&frame)],
-        &mut control,
-        SendFlags::empty(),
-    )
-    .unwrap();
+    send_raw(&a, &fds, &u32::MAX.to_ne_bytes());
     let e = recv_fd(&b).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     assert!(e.to_string().contains("exceeds"), "{e}");
