@@ -355,20 +355,6 @@ pub const PROTOCOL: &[u8] = b"green-ipc/6";
 #[doc(hidden)]
 pub const READY: u8 = b'!';
 
-/// Sends [`READY`]. One byte into a connection whose buffer holds
-/// nothing else from us: never blocks. `NOSIGNAL`: a client that hung up
-/// is an `EPIPE` error, not a `SIGPIPE`.
-fn send_ready(sock: impl std::os::fd::AsFd) -> io::Result<()> {
-    loop {
-        match rustix::net::send(&sock, &[READY], rustix::net::SendFlags::NOSIGNAL) {
-            Ok(1) => return Ok(()),
-            Ok(_) => return Err(io::ErrorKind::WriteZero.into()),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
 /// Waits up to `timeout` for the server's [`READY`].
 fn recv_ready(sock: &std::os::unix::net::UnixStream, timeout: Duration) -> io::Result<()> {
     use std::io::Read;

@@ -901,8 +901,10 @@ fn serve_connection(
             let report = (e.kind() == io::ErrorKind::InvalidData).then_some(e);
             w.close(report);
         })?;
-    // Set up: tell the client. One that hung up meanwhile is gone.
-    if let Err(e) = super::send_ready(&conn.sock) {
+    // Set up: tell the client with one byte, into a buffer that holds
+    // nothing else of ours (it never blocks). One that hung up meanwhile
+    // is gone.
+    if let Err(e) = crate::shm::send_all(&conn.sock, &[super::READY]) {
         conn.close(None);
         return match e.kind() {
             io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => Ok(()),

@@ -4,7 +4,7 @@
 
 use std::io::{self, IoSlice, IoSliceMut, Read};
 use std::mem::MaybeUninit;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use rustix::io::Errno;
@@ -62,7 +62,7 @@ pub fn send_fds(sock: &UnixStream, fds: &[BorrowedFd<'_>], payload: &[u8]) -> io
         return Err(io::Error::other("SCM_RIGHTS does not fit its cmsg buffer"));
     }
     let total = len.len() + payload.len();
-    let mut sent = loop {
+    let sent = loop {
         let iov = [IoSlice::new(&len), IoSlice::new(payload)];
         // NOSIGNAL: a vanished peer is an EPIPE error, not a SIGPIPE.
         match sendmsg(sock, &iov, &mut control, SendFlags::NOSIGNAL) {
@@ -77,10 +77,16 @@ pub fn send_fds(sock: &UnixStream, fds: &[BorrowedFd<'_>], payload: &[u8]) -> io
     // A short send: the fd went with the first bytes; the rest goes
     // without it.
     let frame: Vec<u8> = len.iter().chain(payload).copied().collect();
-    while sent < total {
-        match rustix::net::send(sock, &frame[sent..], SendFlags::NOSIGNAL) {
+    send_all(sock, &frame[sent..])
+}
+
+/// Sends all of `bytes` on a blocking socket without `SIGPIPE`: a peer
+/// that is gone is an `EPIPE` error.
+pub(crate) fn send_all(sock: impl AsFd, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match rustix::net::send(&sock, bytes, SendFlags::NOSIGNAL) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => sent += n,
+            Ok(n) => bytes = &bytes[n..],
             Err(Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -116,7 +122,8 @@ pub fn recv_fds(sock: &UnixStream, count: usize) -> io::Result<(Vec<OwnedFd>, Ve
     // Room for more fds than a frame carries, so a peer sending extras is
     // detected and they are closed, rather than silently dropped by the
     // kernel.
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS + 4))];
+    const ROOM: usize = MAX_FDS + 4;
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(ROOM))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let msg = loop {
         let mut iov = [IoSliceMut::new(&mut len)];
@@ -142,13 +149,11 @@ pub fn recv_fds(sock: &UnixStream, count: usize) -> io::Result<(Vec<OwnedFd>, Ve
         // Truncated with room to spare: the kernel could not install
         // the fds here (this process is at its descriptor limit), not a
         // peer sending too many.
-        if fds.len() < MAX_FDS + 4 {
+        if fds.len() < ROOM {
+            let e = io::Error::from(Errno::MFILE);
             return Err(io::Error::new(
-                io::Error::from(Errno::MFILE).kind(),
-                format!(
-                    "could not receive the peer's fds: {}",
-                    io::Error::from(Errno::MFILE)
-                ),
+                e.kind(),
+                format!("could not receive the peer's fds: {e}"),
             ));
         }
         return Err(invalid(

@@ -134,6 +134,7 @@ mod arena;
 mod desc;
 mod error;
 mod handshake;
+pub(crate) use self::handshake::send_all;
 mod layout;
 mod mem;
 mod region;
