@@ -1,7 +1,9 @@
 //! [`Blocks`]: an owner's arena allocator with a cache of small blocks.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
+
+use super::hash::OffsetHasher;
 
 use crate::shm::{Alloc, Arena, ArenaFull, GRANULE};
 
@@ -33,32 +35,6 @@ pub(super) struct Blocks {
     cached_bytes: u64,
     /// Bytes reserved by the blocks handed out.
     live_bytes: u64,
-}
-
-/// Hashes an arena offset with one multiply: the keys of `live` are
-/// offsets our own allocator chose (the peer only picks which one a
-/// `RELEASE` looks up, which cannot lengthen a probe chain), so the
-/// default keyed SipHash buys nothing and costs two of them per call.
-#[derive(Default)]
-struct OffsetHasher(u64);
-
-impl Hasher for OffsetHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, x: u64) {
-        // Offsets are multiples of the granule: fold the product's high
-        // half into the low bits that pick the bucket.
-        let h = (self.0 ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.0 = h ^ (h >> 32);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 /// The bytes reserved for a body of `len` bytes, and its cache class.
@@ -154,13 +130,15 @@ impl Blocks {
     /// Frees the block at `offset` if it is handed out with length `len`
     /// (`None`: any length); returns whether it was.
     pub(super) fn free(&mut self, offset: u64, len: Option<u64>) -> bool {
-        match self.live.get(&offset) {
-            Some(&(l, _)) if len.is_none_or(|len| len == l) => {}
-            _ => return false,
-        }
-        let Some((_, reserved)) = self.live.remove(&offset) else {
+        let Some((l, reserved)) = self.live.remove(&offset) else {
             return false;
         };
+        if len.is_some_and(|len| len != l) {
+            // Not the block asked for: it stays handed out (one lookup
+            // for the common case, two for this one).
+            self.live.insert(offset, (l, reserved));
+            return false;
+        }
         self.live_bytes -= reserved;
         match class_of(reserved) {
             Some((size, class))

@@ -308,6 +308,7 @@ macro_rules! body_accessors {
 
 mod blocks;
 mod client;
+mod hash;
 mod server;
 
 pub use self::client::{CallFuture, Client, RequestBuilder, Response};

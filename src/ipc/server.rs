@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::blocks::Blocks;
+use super::hash::Keyed;
 use super::{
     handshake_wait, parse_hello, watch, ArenaFullPolicy, Backoff, Body, ErrorHook, Idle, Out,
     ServerConfig, CALL, ERROR, HELLO_LEN, INLINE_MAX, PROTOCOL, RELEASE, REPLY,
@@ -232,7 +233,7 @@ struct State {
     arena: Blocks,
     /// Ids of calls taken off the ring and not yet answered: a duplicate
     /// is a protocol error.
-    in_flight: HashSet<u64>,
+    in_flight: HashSet<u64, Keyed>,
     /// Calls waiting for a handler thread.
     queue: VecDeque<Desc>,
     /// Handler green threads running.
@@ -869,7 +870,7 @@ fn serve_connection(
         state: Mutex::new(State {
             tx,
             arena: Blocks::new(arena),
-            in_flight: HashSet::new(),
+            in_flight: HashSet::with_hasher(Keyed::new()),
             queue: VecDeque::new(),
             handlers: 0,
             starting: 0,
