@@ -151,6 +151,8 @@ pub(crate) struct CarrierLocal {
     /// inside a poll is not on a green thread and must not suspend.
     pub(crate) polling: Cell<Option<NonNull<Task>>>,
     tick: Cell<u32>,
+    /// This carrier's part in keeping floating carriers apart.
+    spread: super::spread::SpreadLocal,
 }
 
 thread_local! {
@@ -315,6 +317,7 @@ impl CarrierLocal {
             current: Cell::new(None),
             polling: Cell::new(None),
             tick: Cell::new(0),
+            spread: super::spread::SpreadLocal::new(),
         }
     }
 
@@ -352,6 +355,11 @@ impl CarrierLocal {
                 }
                 self.fire_timers();
                 self.poll_driver();
+                if tick % 1024 == 0 {
+                    if let Some(s) = &self.runtime.spread {
+                        self.spread.check(s, self.index);
+                    }
+                }
             }
             let next = self.run_queue.pop_front();
             match next {
@@ -468,6 +476,9 @@ impl CarrierLocal {
             }
             None => None,
         };
+        if let Some(s) = &self.runtime.spread {
+            self.spread.sleep(s, self.index);
+        }
         // SeqCst: see push_remote.
         self.shared.wake_word.store(SLEEPING, Ordering::SeqCst);
         if self.shared.has_remote.load(Ordering::SeqCst)

@@ -7,6 +7,7 @@
 
 pub(crate) mod carrier;
 pub(crate) mod overflow;
+mod spread;
 pub(crate) mod stack;
 pub(crate) mod task;
 pub(crate) mod timer;
@@ -48,6 +49,9 @@ pub(crate) struct RuntimeShared {
     /// The CPU each carrier is pinned to, by carrier index; `None` if the
     /// carriers float.
     pub(crate) cpus: Option<Box<[usize]>>,
+    /// Where floating carriers run, to keep them apart (see
+    /// [`spread`]); `None` when pinned or when it cannot help.
+    pub(crate) spread: Option<spread::Spread>,
 }
 
 impl RuntimeShared {
@@ -156,6 +160,14 @@ impl Builder {
     /// owns its CPUs; leave the carriers floating when other busy threads
     /// or processes share them, since the kernel then cannot move a
     /// pinned carrier to an idle CPU.
+    ///
+    /// Floating carriers (no more of them than CPUs) still keep apart: one
+    /// that finds another carrier of its runtime on its CPU moves itself
+    /// to a CPU where none runs, and stays free to move. Two busy
+    /// carriers of one process sharing a CPU while another CPU runs none
+    /// of them give that process half its time; the kernel balances
+    /// threads by count and lets that happen when other processes' threads
+    /// fill the other CPU (an IPC server and its client, say).
     pub fn pin_carriers(mut self, pin: bool) -> Self {
         self.pin = Some(pin);
         self
@@ -203,11 +215,12 @@ impl Builder {
             Some(p) => p,
             None => pin_from_env()?,
         };
-        let cpus = if pin {
-            let allowed = allowed_cpus()?;
-            Some((0..n).map(|i| allowed[i % allowed.len()]).collect())
+        let allowed = allowed_cpus()?;
+        let (cpus, spread) = if pin {
+            let cpus = (0..n).map(|i| allowed[i % allowed.len()]).collect();
+            (Some(cpus), None)
         } else {
-            None
+            (None, spread::Spread::new(n, allowed.len()))
         };
         overflow::install_handler();
         let mut carriers = Vec::with_capacity(n);
@@ -226,6 +239,7 @@ impl Builder {
             stack_size: self.stack_size,
             backend,
             cpus,
+            spread,
         });
         let mut rt = Runtime {
             shared: shared.clone(),
