@@ -124,6 +124,9 @@ mod tests {
     }
 
     #[test]
+    // Safe arithmetic over thousands of ids: minutes under Miri, which
+    // has nothing to check in it.
+    #[cfg_attr(miri, ignore)]
     fn ids_that_differ_only_in_their_high_bits_spread_over_the_buckets() {
         // Ids a peer might pick to collide under a hash of the low bits
         // alone: the same slab key with different sequence numbers, or
@@ -141,6 +144,9 @@ mod tests {
     }
 
     #[test]
+    // Safe arithmetic over thousands of ids: minutes under Miri, which
+    // has nothing to check in it.
+    #[cfg_attr(miri, ignore)]
     fn offsets_spread_over_the_buckets() {
         let s = std::hash::BuildHasherDefault::<OffsetHasher>::default();
         let buckets: HashSet<u64> = (0..4096u64)
