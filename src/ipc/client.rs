@@ -970,7 +970,8 @@ impl Inner {
 
     /// Handles a batch of response descriptors (the reader).
     fn complete(&self, descs: &[Desc]) -> Result<(), String> {
-        let mut wake = Vec::new();
+        // One allocation per batch, not one per doubling.
+        let mut wake = Vec::with_capacity(descs.len());
         let mut turns = Vec::new();
         let mut res = Ok(());
         {
