@@ -128,8 +128,7 @@ impl SpreadLocal {
                 if cpu != to && now.duration_since(at) < BOUNCE {
                     // Put back at once: the kernel wants it elsewhere
                     // (another busy thread on `to`). Try less often.
-                    self.last_move.set(Some((at, usize::MAX)));
-                    self.gap.set((self.gap.get() * 2).min(MAX_GAP));
+                    self.back_off(at);
                 }
                 return;
             }
@@ -143,39 +142,45 @@ impl SpreadLocal {
         if !shared {
             return;
         }
-        let Some(to) = free_cpu(spread, cpu) else {
+        // One read of the mask: where to go, and what to restore.
+        let Ok(mask) = rustix::thread::sched_getaffinity(None) else {
             return;
         };
-        if move_to(to).is_ok() {
+        let Some(to) = free_cpu(spread, cpu, &mask) else {
+            return;
+        };
+        if move_to(to, &mask).is_ok() {
             spread.on[i].0.store(to, Ordering::Relaxed);
             self.last_move.set(Some((now, to)));
         } else {
             // A refusal (a cpuset that changed under us) is not retried
             // every millisecond.
-            self.last_move.set(Some((now, usize::MAX)));
-            self.gap.set((self.gap.get() * 2).min(MAX_GAP));
+            self.back_off(now);
         }
+    }
+
+    /// Spaces this carrier's next move out further: its last one was
+    /// undone or refused.
+    fn back_off(&self, at: Instant) {
+        self.last_move.set(Some((at, usize::MAX)));
+        self.gap.set((self.gap.get() * 2).min(MAX_GAP));
     }
 }
 
-/// An allowed CPU other than `mine` where no carrier runs now.
-fn free_cpu(spread: &Spread, mine: usize) -> Option<usize> {
-    let mask = rustix::thread::sched_getaffinity(None).ok()?;
+/// An allowed CPU (in `mask`) other than `mine` where no carrier runs now.
+fn free_cpu(spread: &Spread, mine: usize, mask: &CpuSet) -> Option<usize> {
     (0..CpuSet::MAX_CPU).find(|&c| {
         c != mine && mask.is_set(c) && !spread.on.iter().any(|o| o.0.load(Ordering::Relaxed) == c)
     })
 }
 
 /// Moves the calling thread to `cpu` and leaves it free to move again:
-/// narrows its affinity to `cpu` (the kernel migrates a thread off a CPU
-/// it may no longer use before the call returns), then restores the mask
-/// it had.
-fn move_to(cpu: usize) -> rustix::io::Result<()> {
-    let mask = rustix::thread::sched_getaffinity(None)?;
-    let mut one = CpuSet::new();
-    one.set(cpu);
-    rustix::thread::sched_setaffinity(None, &one)?;
-    rustix::thread::sched_setaffinity(None, &mask)
+/// pins it there (the kernel migrates a thread off a CPU it may no longer
+/// use before the call returns), then restores `mask`, the one it had.
+fn move_to(cpu: usize, mask: &CpuSet) -> std::io::Result<()> {
+    super::pin_to(cpu)?;
+    rustix::thread::sched_setaffinity(None, mask)?;
+    Ok(())
 }
 
 #[cfg(test)]
