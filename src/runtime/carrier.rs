@@ -55,10 +55,10 @@ pub(crate) struct CarrierShared {
     has_remote: AtomicBool,
     /// Futex word: SLEEPING while the carrier waits for work.
     wake_word: AtomicU32,
-    /// Live tasks, published by the carrier for spawn placement.
+    /// Tasks placed on this carrier and not yet finished, including remote
+    /// spawns it has not taken yet: one counter, so a spawner never sees a
+    /// task counted twice or not at all while it moves between queues.
     load: AtomicUsize,
-    /// Remote spawns pushed but not yet taken by the carrier.
-    pending: AtomicUsize,
     pub(crate) shutdown: AtomicBool,
     /// With the io_uring backend, the carrier sleeps in io_uring_enter with
     /// a read pending on this eventfd; writing it wakes the carrier.
@@ -76,7 +76,6 @@ impl CarrierShared {
             has_remote: AtomicBool::new(false),
             wake_word: AtomicU32::new(AWAKE),
             load: AtomicUsize::new(0),
-            pending: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
         }
     }
@@ -84,7 +83,7 @@ impl CarrierShared {
     /// Tasks on this carrier, for least-loaded placement.
     pub(crate) fn load(&self) -> usize {
         // Relaxed: placement is a heuristic; a stale count only skews it.
-        self.load.load(Ordering::Relaxed) + self.pending.load(Ordering::Relaxed)
+        self.load.load(Ordering::Relaxed)
     }
 
     /// Pushes work from another thread. Gives the item back if the carrier
@@ -97,7 +96,7 @@ impl CarrierShared {
             }
             if matches!(item, Remote::Spawn(_)) {
                 // Relaxed: a placement hint, see load().
-                self.pending.fetch_add(1, Ordering::Relaxed);
+                self.load.fetch_add(1, Ordering::Relaxed);
             }
             q.items.push(item);
         }
@@ -321,16 +320,18 @@ impl CarrierLocal {
         }
     }
 
-    /// Registers a new task on this carrier and makes it runnable.
+    /// Registers a task spawned on this carrier and makes it runnable.
     pub(crate) fn adopt(&self, task: TaskRef) {
+        // Relaxed: see CarrierShared::load.
+        self.shared.load.fetch_add(1, Ordering::Relaxed);
+        self.register(task);
+    }
+
+    /// Registers a task already counted in the load (a remote spawn) and
+    /// makes it runnable.
+    fn register(&self, task: TaskRef) {
         let ptr = task.as_ptr();
-        let key = {
-            let mut tasks = self.tasks.borrow_mut();
-            let key = tasks.insert(task);
-            // Relaxed: see CarrierShared::load.
-            self.shared.load.store(tasks.len(), Ordering::Relaxed);
-            key
-        };
+        let key = self.tasks.borrow_mut().insert(task);
         // SAFETY: we are on the carrier that now owns the task.
         unsafe { ptr.as_ref().set_key(key) };
         self.run_queue.push_back(ptr);
@@ -389,11 +390,7 @@ impl CarrierLocal {
         let items = mem::take(&mut self.shared.remote.lock().items);
         for item in items {
             match item {
-                Remote::Spawn(task) => {
-                    // Relaxed: see CarrierShared::load.
-                    self.shared.pending.fetch_sub(1, Ordering::Relaxed);
-                    self.adopt(task);
-                }
+                Remote::Spawn(task) => self.register(task),
                 Remote::Wake(TaskPtr(task)) => self.run_queue.push_back(task),
             }
         }
@@ -586,13 +583,9 @@ impl CarrierLocal {
         if finished {
             // SAFETY: on the owning carrier.
             let key = unsafe { task.key() };
-            let task = {
-                let mut tasks = self.tasks.borrow_mut();
-                let t = tasks.remove(key);
-                // Relaxed: see CarrierShared::load.
-                self.shared.load.store(tasks.len(), Ordering::Relaxed);
-                t
-            };
+            let task = self.tasks.borrow_mut().remove(key);
+            // Relaxed: see CarrierShared::load.
+            self.shared.load.fetch_sub(1, Ordering::Relaxed);
             drop(task);
         }
     }
@@ -610,7 +603,7 @@ impl CarrierLocal {
         };
         for item in pending {
             if let Remote::Spawn(task) = item {
-                self.adopt(task);
+                self.register(task);
             }
         }
         self.run_queue.clear();
