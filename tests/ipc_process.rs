@@ -73,6 +73,11 @@ fn child_server() {
                 let cpu = rustix::thread::sched_getcpu() as u32;
                 return resp.write_all(&cpu.to_le_bytes());
             }
+            if body == b"CARRIER" {
+                // The serving carrier's thread name, `{prefix}-{index}`.
+                let name = std::thread::current().name().unwrap_or("").to_owned();
+                return resp.write_all(name.as_bytes());
+            }
             if body == b"WHO" {
                 let p = req.peer();
                 let who = [
@@ -662,6 +667,50 @@ fn pinned_lanes_are_served_on_their_callers_cpu() {
         want.sort_unstable();
         want.dedup();
         assert_eq!(seen, want, "callers ran on every pinned CPU");
+    });
+}
+
+#[test]
+fn floating_lanes_are_served_by_the_carrier_with_their_callers_home() {
+    // Neither side pins; both have one carrier per CPU, so carrier i of
+    // each is at home on the i-th allowed CPU, and lane i, which carrier
+    // i's callers use, is served by the server's carrier i.
+    with_server("homes", &[("GREEN_PIN_CARRIERS", "0")], move |path| {
+        let rt = green::Runtime::builder()
+            .pin_carriers(false)
+            .build()
+            .unwrap();
+        let n = rt.carriers();
+        // One lane first, named for carrier 0's home: the server's
+        // carrier 0 now serves a connection more than the others, so
+        // placing by load alone would put the next lane 0 elsewhere.
+        let p = path.clone();
+        let _first = rt
+            .block_on(move || Client::connect_with(&p, ClientConfig::default().lanes(1)))
+            .unwrap();
+        let client = Arc::new(rt.block_on(move || Client::connect(&path)).unwrap());
+        assert_eq!(client.lanes(), n);
+        let hs: Vec<_> = (0..4 * n)
+            .map(|_| {
+                let c = client.clone();
+                rt.spawn(move || {
+                    let mine = std::thread::current().name().unwrap().to_owned();
+                    let index = |name: &str| name.rsplit('-').next().unwrap().to_owned();
+                    for _ in 0..10 {
+                        let theirs = c.call(b"CARRIER").unwrap().to_vec();
+                        let theirs = String::from_utf8(theirs).unwrap();
+                        if n > 1 {
+                            assert_eq!(index(&theirs), index(&mine), "{mine} served by {theirs}");
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let mut seen: Vec<String> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), n, "callers ran on every carrier");
     });
 }
 

@@ -1120,9 +1120,9 @@ impl Client {
             .unwrap_or_else(crate::runtime::carriers_here)
             .max(1);
         // Lane i carries the calls of carrier i (and i + n, ...): if that
-        // carrier is pinned, the server is asked to serve the lane on the
-        // same CPU.
-        let cpus = crate::runtime::pinned_cpus_here();
+        // carrier is pinned or has a home CPU, the server is asked to serve
+        // the lane on the same CPU.
+        let cpus = crate::runtime::placed_cpus_here();
         let mut lanes = Vec::with_capacity(n);
         let connected = (0..n).try_for_each(|i| {
             let cpu = cpus.as_ref().and_then(|c| c.get(i).copied());
@@ -1167,7 +1167,8 @@ impl Client {
         Client::connect_lane(path, config, None)
     }
 
-    /// The handshake for a lane whose carrier is pinned to `cpu`.
+    /// The handshake for a lane whose carrier is pinned to (or at home on)
+    /// `cpu`.
     fn connect_lane(
         path: &Path,
         config: &ClientConfig,

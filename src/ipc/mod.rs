@@ -110,11 +110,13 @@
 //!   and stores, never a park, so a green mutex (whose contended path
 //!   parks) would cost more than it saves. The server sees each lane as a
 //!   connection of its own.
-//! - **Both ends of a lane on one CPU when both pin.** With pinned
-//!   carriers ([`crate::runtime::Builder::pin_carriers`], or
-//!   `GREEN_PIN_CARRIERS=1` for the default runtime) a lane's hello names
-//!   its carrier's CPU, and a server whose carriers are pinned too serves
-//!   that connection (reader and handlers) on its carrier pinned to the
+//! - **Both ends of a lane on one CPU.** With pinned carriers
+//!   ([`crate::runtime::Builder::pin_carriers`], or
+//!   `GREEN_PIN_CARRIERS=1` for the default runtime), or floating ones
+//!   with a home each (one carrier per CPU, the default: see
+//!   `pin_carriers`), a lane's hello names its carrier's CPU, and a
+//!   server whose carriers are placed the same way serves that connection
+//!   (reader and handlers) on its carrier pinned to, or at home on, the
 //!   same CPU; otherwise connections go to the least loaded carrier. The
 //!   bodies a lane carries then stay in one core's caches: the two
 //!   processes take turns on that CPU instead of pulling every line of
@@ -137,7 +139,14 @@
 //!   0.59-1.10M, with a p99 of 4 ms. A carrier that finds a sibling on
 //!   its CPU now moves to a CPU without one; in alternating runs of the
 //!   200-caller bench at 4 KiB that took green from 984 to 820 ns per
-//!   call (medians of 12).
+//!   call (medians of 12). Homes then fixed which server carrier shares
+//!   each client carrier's CPU: before, a lane was served on its
+//!   caller's CPU or across, by chance. In three sets of 12-16
+//!   alternating `ipc_client` runs (200 callers, 4 KiB) homes ÷ before
+//!   was 0.97x, 1.06x and 1.06x in calls/s (paired medians); the slow
+//!   runs went (before: 6 of 16 at 0.68-1.25M calls/s; with homes the
+//!   slowest 1.23M), and a set of 6 gave 1.73M with homes, 1.59M before
+//!   and 1.70M pinned.
 //! - **Responses are matched by id**: `id = seq << 32 | slab key`. A
 //!   response whose id is not a pending, unanswered call is a protocol
 //!   violation.

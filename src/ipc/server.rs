@@ -788,7 +788,8 @@ fn accept_connection(
             };
             match crate::runtime::spawn_on_cpu(cpu, report) {
                 Ok(spawned) => spawned.map(drop),
-                // No carrier of ours is pinned there: serve it here.
+                // No carrier of ours is pinned or at home there: serve it
+                // here.
                 Err(report) => {
                     report();
                     Ok(())

@@ -237,10 +237,11 @@ pub(crate) fn carrier_index() -> Option<(usize, usize)> {
     with_carrier(|c| c.map(|c| (c.index, c.runtime.carriers.len())))
 }
 
-/// The CPU this thread's carrier is pinned to; `None` off a carrier or
-/// if its runtime does not pin.
+/// The CPU this thread's carrier is pinned to or has as its home (see
+/// [`RuntimeShared::placed_cpus`](super::RuntimeShared::placed_cpus));
+/// `None` off a carrier or if it has neither.
 pub(crate) fn carrier_cpu() -> Option<usize> {
-    with_carrier(|c| c.and_then(|c| c.runtime.cpus.as_ref().map(|cpus| cpus[c.index])))
+    with_carrier(|c| c.and_then(|c| c.runtime.placed_cpus().map(|cpus| cpus[c.index])))
 }
 
 /// Raw pointer to this thread's carrier, for the signal handler.

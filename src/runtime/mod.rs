@@ -55,6 +55,14 @@ pub(crate) struct RuntimeShared {
 }
 
 impl RuntimeShared {
+    /// Each carrier's CPU, by index: the one it is pinned to, or its home
+    /// (see [`spread`]); `None` if carriers have neither.
+    pub(crate) fn placed_cpus(&self) -> Option<&[usize]> {
+        self.cpus
+            .as_deref()
+            .or_else(|| self.spread.as_ref().and_then(spread::Spread::homes))
+    }
+
     /// The least loaded carrier.
     fn pick(&self) -> &Arc<CarrierShared> {
         self.carriers
@@ -163,7 +171,11 @@ impl Builder {
     ///
     /// Floating carriers (no more of them than CPUs) still keep apart: one
     /// that finds another carrier of its runtime on its CPU moves itself
-    /// to a CPU where none runs, and stays free to move. Two busy
+    /// to a CPU where none runs, and stays free to move. With exactly one
+    /// carrier per CPU each has a home, the CPU it would be pinned to:
+    /// one found elsewhere moves back there, unless the kernel keeps
+    /// putting it back (moves are spaced out, up to a second apart). IPC
+    /// lanes use homes as they use pinned CPUs. Two busy
     /// carriers of one process sharing a CPU while another CPU runs none
     /// of them give that process half its time; the kernel balances
     /// threads by count and lets that happen when other processes' threads
@@ -220,7 +232,7 @@ impl Builder {
             let cpus = (0..n).map(|i| allowed[i % allowed.len()]).collect();
             (Some(cpus), None)
         } else {
-            (None, spread::Spread::new(n, allowed.len()))
+            (None, spread::Spread::new(n, &allowed))
         };
         overflow::install_handler();
         let mut carriers = Vec::with_capacity(n);
@@ -591,22 +603,23 @@ where
 }
 
 /// The CPUs the carriers of this thread's runtime (the default runtime
-/// off a carrier) are pinned to, by carrier index; `None` if they float.
-pub(crate) fn pinned_cpus_here() -> Option<Box<[usize]>> {
-    runtime_here().cpus.clone()
+/// off a carrier) are pinned to or have as their home, by carrier index
+/// (see [`RuntimeShared::placed_cpus`]); `None` if they have neither.
+pub(crate) fn placed_cpus_here() -> Option<Box<[usize]>> {
+    runtime_here().placed_cpus().map(Into::into)
 }
 
 /// Spawns a green thread on a carrier of this thread's runtime (the
-/// default runtime off a carrier) pinned to `cpu`, the least loaded one if
-/// several are. `Err(f)` if no carrier is pinned there (the caller runs
-/// `f` some other way).
+/// default runtime off a carrier) pinned to `cpu` or at home there, the
+/// least loaded one if several are. `Err(f)` if no carrier is (the
+/// caller runs `f` some other way).
 pub(crate) fn spawn_on_cpu<F, T>(cpu: usize, f: F) -> Result<io::Result<JoinHandle<T>>, F>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
     let rt = runtime_here();
-    let carrier = rt.cpus.as_ref().and_then(|cpus| {
+    let carrier = rt.placed_cpus().and_then(|cpus| {
         rt.carriers
             .iter()
             .zip(cpus.iter())

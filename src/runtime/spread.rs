@@ -13,7 +13,14 @@
 //! placement, and move between them.
 //!
 //! So a floating carrier that finds a sibling on its own CPU moves itself
-//! to an allowed CPU where no sibling runs, if there is one: it narrows
+//! to an allowed CPU where no sibling runs, if there is one. With one
+//! carrier per allowed CPU (the default runtime's count), each carrier
+//! has a home instead: carrier `i` goes to the `i`-th allowed CPU
+//! whenever it finds itself elsewhere. That keeps them apart too, and it
+//! makes the place the same in every process: an ipc lane's client
+//! carrier and the server carrier that serves it share a CPU (the hello
+//! names the home, as it names a pinned CPU; see [`crate::ipc`]), so the
+//! bodies the lane carries stay in that core's caches. To move, it narrows
 //! its affinity to that CPU (the kernel migrates it before the call
 //! returns) and at once widens it back to the mask it had. It is not
 //! pinned: the kernel may move it again at any time, and a carrier that
@@ -23,7 +30,8 @@
 //! - Carriers look every millisecond of their running time (every 1024
 //!   scheduler turns at most), one `getcpu` each; a sleeping carrier
 //!   counts as nowhere, so carriers with nothing to do never move others.
-//! - Of two carriers on one CPU, the one with the higher index moves.
+//! - With homes, a carrier away from home moves there; without, of two
+//!   carriers on one CPU the one with the higher index moves.
 //! - Moves are spaced out: at least 10 ms apart. A carrier that finds
 //!   itself off the CPU it moved to within 3 ms was put back by the kernel
 //!   (another busy thread there, say), and doubles the gap, up to 1 s; a
@@ -56,21 +64,31 @@ const CALM: Duration = Duration::from_secs(10);
 /// Where each carrier of a runtime last saw itself run.
 pub(crate) struct Spread {
     on: Box<[Padded]>,
+    /// With one carrier per allowed CPU: carrier `i`'s CPU (see the
+    /// module docs).
+    homes: Option<Box<[usize]>>,
 }
 
 #[repr(align(128))]
 struct Padded(AtomicUsize);
 
 impl Spread {
-    /// For `carriers` floating carriers that may run on `allowed` CPUs:
-    /// `None` when spreading has nothing to do (one carrier) or cannot
-    /// succeed (more carriers than CPUs).
-    pub(crate) fn new(carriers: usize, allowed: usize) -> Option<Spread> {
-        (carriers > 1 && carriers <= allowed).then(|| Spread {
+    /// For `carriers` floating carriers that may run on the `allowed`
+    /// CPUs (ascending): `None` when spreading has nothing to do (one
+    /// carrier) or cannot succeed (more carriers than CPUs). With as many
+    /// carriers as CPUs, carrier `i`'s home is `allowed[i]`.
+    pub(crate) fn new(carriers: usize, allowed: &[usize]) -> Option<Spread> {
+        (carriers > 1 && carriers <= allowed.len()).then(|| Spread {
             on: (0..carriers)
                 .map(|_| Padded(AtomicUsize::new(NOWHERE)))
                 .collect(),
+            homes: (carriers == allowed.len()).then(|| allowed.into()),
         })
+    }
+
+    /// Each carrier's home CPU, by index, if carriers have homes.
+    pub(crate) fn homes(&self) -> Option<&[usize]> {
+        self.homes.as_deref()
     }
 
     /// The CPU carrier `i` last reported, if it is running.
@@ -112,8 +130,9 @@ impl SpreadLocal {
         self.next_check.set(Instant::now());
     }
 
-    /// Carrier `i` looks where it runs, and moves if a sibling with a
-    /// lower index runs there too (see the module docs).
+    /// Carrier `i` looks where it runs, and moves home if it has a home
+    /// and is elsewhere, or else if a sibling with a lower index runs
+    /// there too (see the module docs).
     pub(crate) fn check(&self, spread: &Spread, i: usize) {
         let now = Instant::now();
         if now < self.next_check.get() {
@@ -136,17 +155,30 @@ impl SpreadLocal {
                 self.gap.set(MIN_GAP);
             }
         }
-        let shared = spread.on[..i]
-            .iter()
-            .any(|c| c.0.load(Ordering::Relaxed) == cpu);
-        if !shared {
+        let home = spread.homes.as_ref().map(|h| h[i]);
+        if home == Some(cpu) {
+            return;
+        }
+        if home.is_none()
+            && !spread.on[..i]
+                .iter()
+                .any(|c| c.0.load(Ordering::Relaxed) == cpu)
+        {
             return;
         }
         // One read of the mask: where to go, and what to restore.
         let Ok(mask) = rustix::thread::sched_getaffinity(None) else {
             return;
         };
-        let Some(to) = free_cpu(spread, cpu, &mask) else {
+        let to = match home {
+            // A mask that no longer holds it (a changed cpuset) refuses.
+            Some(h) => Some(h).filter(|&h| mask.is_set(h)),
+            None => free_cpu(spread, cpu, &mask),
+        };
+        let Some(to) = to else {
+            if home.is_some() {
+                self.back_off(now);
+            }
             return;
         };
         if move_to(to, &mask).is_ok() {
@@ -189,9 +221,13 @@ mod tests {
 
     #[test]
     fn spreading_is_for_several_carriers_that_fit_the_cpus() {
-        assert!(Spread::new(1, 4).is_none());
-        assert!(Spread::new(3, 2).is_none());
-        assert!(Spread::new(2, 2).is_some());
+        assert!(Spread::new(1, &[0, 1, 2, 3]).is_none());
+        assert!(Spread::new(3, &[0, 1]).is_none());
+        // One carrier per CPU: each has a home, in the order of the CPUs.
+        let s = Spread::new(2, &[3, 5]).unwrap();
+        assert_eq!(s.homes(), Some(&[3, 5][..]));
+        // Fewer carriers than CPUs: they keep apart, with no homes.
+        assert_eq!(Spread::new(2, &[0, 1, 2]).unwrap().homes(), None);
     }
 
     fn allowed() -> CpuSet {
@@ -209,7 +245,7 @@ mod tests {
             return; // nowhere to move to
         }
         on_thread(|| {
-            let s = Spread::new(2, 2).unwrap();
+            let s = Spread::new(2, &[0, 1, 2]).unwrap();
             let local = SpreadLocal::new();
             let mask = allowed();
             let here = rustix::thread::sched_getcpu();
@@ -230,7 +266,7 @@ mod tests {
             return;
         }
         on_thread(|| {
-            let s = Spread::new(2, 2).unwrap();
+            let s = Spread::new(2, &[0, 1, 2]).unwrap();
             let local = SpreadLocal::new();
             // Carrier 1 is here too, but carrier 0 (the lower) stays.
             s.set(1, rustix::thread::sched_getcpu());
@@ -239,7 +275,7 @@ mod tests {
             assert!(local.last_move.get().is_none(), "carrier 0 moved");
         });
         on_thread(|| {
-            let s = Spread::new(2, 2).unwrap();
+            let s = Spread::new(2, &[0, 1, 2]).unwrap();
             let local = SpreadLocal::new();
             // Carrier 0 asleep: nobody to make room for.
             local.check(&s, 1);
@@ -249,13 +285,69 @@ mod tests {
         });
     }
 
+    /// The first two CPUs this thread may use.
+    fn two_cpus() -> Option<[usize; 2]> {
+        let mask = allowed();
+        let mut cpus = (0..CpuSet::MAX_CPU).filter(|&c| mask.is_set(c));
+        Some([cpus.next()?, cpus.next()?])
+    }
+
+    #[test]
+    fn a_carrier_away_from_home_goes_home_and_stays_free() {
+        let Some(homes) = two_cpus() else {
+            return;
+        };
+        on_thread(move || {
+            let mask = allowed();
+            let s = Spread::new(2, &homes).unwrap();
+            // The carrier whose home this thread is not on moves there.
+            // (Should the kernel move this thread home between the two
+            // looks, there is nothing to do: look again.)
+            for _ in 0..100 {
+                let here = rustix::thread::sched_getcpu();
+                let i = if homes[0] == here { 1 } else { 0 };
+                let local = SpreadLocal::new();
+                local.check(&s, i);
+                if let Some((_, to)) = local.last_move.get() {
+                    assert_eq!(to, homes[i], "carrier {i} moved, but not home");
+                    assert_eq!(s.cpu_of(i), Some(homes[i]));
+                    assert_eq!(allowed(), mask, "carrier {i} stayed pinned");
+                    return;
+                }
+            }
+            panic!("no carrier away from home moved there in 100 tries");
+        });
+    }
+
+    #[test]
+    fn a_carrier_at_home_stays_and_one_whose_home_it_may_not_use_backs_off() {
+        let Some(homes) = two_cpus() else {
+            return;
+        };
+        on_thread(move || {
+            // Held on carrier 0's home: carrier 0 is at home, and carrier
+            // 1's home is outside the mask.
+            crate::runtime::pin_to(homes[0]).unwrap();
+            let s = Spread::new(2, &homes).unwrap();
+            let at_home = SpreadLocal::new();
+            at_home.check(&s, 0);
+            assert_eq!(s.cpu_of(0), Some(homes[0]));
+            assert!(at_home.last_move.get().is_none(), "carrier 0 left home");
+            let barred = SpreadLocal::new();
+            barred.check(&s, 1);
+            assert_eq!(rustix::thread::sched_getcpu(), homes[0]);
+            assert_eq!(barred.last_move.get().map(|(_, to)| to), Some(usize::MAX));
+            assert_eq!(barred.gap.get(), MIN_GAP * 2, "a refused move backs off");
+        });
+    }
+
     #[test]
     fn moves_are_spaced_out_and_a_sleeping_carrier_is_nowhere() {
         if allowed().count() < 2 {
             return;
         }
         on_thread(|| {
-            let s = Spread::new(2, 2).unwrap();
+            let s = Spread::new(2, &[0, 1, 2]).unwrap();
             let local = SpreadLocal::new();
             s.set(0, rustix::thread::sched_getcpu());
             local.check(&s, 1);
