@@ -171,15 +171,16 @@ impl Builder {
     ///
     /// Floating carriers (no more of them than CPUs) still keep apart: one
     /// that finds another carrier of its runtime on its CPU moves itself
-    /// to a CPU where none runs, and stays free to move. With exactly one
-    /// carrier per CPU each has a home, the CPU it would be pinned to:
-    /// one found elsewhere moves back there, unless the kernel keeps
-    /// putting it back (moves are spaced out, up to a second apart). IPC
-    /// lanes use homes as they use pinned CPUs. Two busy
+    /// to a CPU where none runs, and stays free to move. Two busy
     /// carriers of one process sharing a CPU while another CPU runs none
     /// of them give that process half its time; the kernel balances
     /// threads by count and lets that happen when other processes' threads
     /// fill the other CPU (an IPC server and its client, say).
+    ///
+    /// With exactly one floating carrier per CPU each has a home, the CPU
+    /// it would be pinned to: one found elsewhere moves back there, unless
+    /// the kernel keeps putting it back (moves are spaced out, up to a
+    /// second apart). IPC lanes use homes as they use pinned CPUs.
     pub fn pin_carriers(mut self, pin: bool) -> Self {
         self.pin = Some(pin);
         self

@@ -86,6 +86,14 @@ impl Spread {
         })
     }
 
+    /// Whether a carrier with an index below `i` runs on `cpu`.
+    fn lower_on(&self, i: usize, cpu: usize) -> bool {
+        // Relaxed: a hint.
+        self.on[..i]
+            .iter()
+            .any(|c| c.0.load(Ordering::Relaxed) == cpu)
+    }
+
     /// Each carrier's home CPU, by index, if carriers have homes.
     pub(crate) fn homes(&self) -> Option<&[usize]> {
         self.homes.as_deref()
@@ -156,38 +164,31 @@ impl SpreadLocal {
             }
         }
         let home = spread.homes.as_ref().map(|h| h[i]);
-        if home == Some(cpu) {
-            return;
-        }
-        if home.is_none()
-            && !spread.on[..i]
-                .iter()
-                .any(|c| c.0.load(Ordering::Relaxed) == cpu)
-        {
-            return;
+        match home {
+            Some(h) if h == cpu => return,
+            None if !spread.lower_on(i, cpu) => return,
+            _ => {}
         }
         // One read of the mask: where to go, and what to restore.
         let Ok(mask) = rustix::thread::sched_getaffinity(None) else {
             return;
         };
         let to = match home {
-            // A mask that no longer holds it (a changed cpuset) refuses.
-            Some(h) => Some(h).filter(|&h| mask.is_set(h)),
+            Some(h) => mask.is_set(h).then_some(h),
             None => free_cpu(spread, cpu, &mask),
         };
-        let Some(to) = to else {
-            if home.is_some() {
-                self.back_off(now);
+        match to {
+            Some(to) if move_to(to, &mask).is_ok() => {
+                spread.on[i].0.store(to, Ordering::Relaxed);
+                self.last_move.set(Some((now, to)));
             }
-            return;
-        };
-        if move_to(to, &mask).is_ok() {
-            spread.on[i].0.store(to, Ordering::Relaxed);
-            self.last_move.set(Some((now, to)));
-        } else {
-            // A refusal (a cpuset that changed under us) is not retried
-            // every millisecond.
-            self.back_off(now);
+            // A refusal, or a home the mask no longer holds (a cpuset
+            // that changed under us), is not retried every millisecond;
+            // no free CPU for a carrier without a home is the usual case
+            // when all are taken, and costs only a look.
+            Some(_) => self.back_off(now),
+            None if home.is_some() => self.back_off(now),
+            None => {}
         }
     }
 
