@@ -791,6 +791,24 @@ mod tests {
     }
 
     #[test]
+    fn a_carrier_that_keeps_running_offers_its_cpu() {
+        let rt = Runtime::builder().carriers(1).build().unwrap();
+        let shared = rt.shared().clone();
+        // Green threads that never sleep: the carrier runs on and on, and
+        // offers its CPU every OFFER_AFTER of it.
+        let offered = rt.block_on(move || {
+            let start = std::time::Instant::now();
+            while shared.carriers[0].offers.load(Ordering::Relaxed) < 3
+                && start.elapsed() < std::time::Duration::from_secs(30)
+            {
+                crate::thread::yield_now();
+            }
+            shared.carriers[0].offers.load(Ordering::Relaxed)
+        });
+        assert!(offered >= 3, "offered {offered} times in 30 s of running");
+    }
+
+    #[test]
     fn pinning_is_read_from_green_pin_carriers() {
         assert!(!parse_pin(None).unwrap());
         assert!(!parse_pin(Some("0")).unwrap());
