@@ -228,7 +228,7 @@ fn bad_responses_close_only_their_connection_and_fail_its_calls() {
             ),
             (
                 "a flag nobody defined",
-                |c| vec![reply(c.id, 1 << 7, 0, 8)],
+                |c| vec![reply(c.id, 1 << 28, 0, 8)],
                 "bad response",
             ),
             (
@@ -665,11 +665,15 @@ fn late_answer(asynchronous: bool) {
                 .mem()
                 .copy_to_owned(body.offset, &[7; 100])
                 .unwrap();
-            conn.send(&[reply(slow.id, 0, body.offset, body.len)]);
+            // Key 77: the client must hand it back with the body.
+            conn.send(&[reply(slow.id, 77, body.offset, body.len)]);
             let deadline = Instant::now() + Duration::from_secs(20);
             let released = loop {
                 match conn.ep.rx.pop().unwrap() {
-                    Some(d) if d.opcode == RELEASE && d.offset == body.offset => break true,
+                    Some(d) if d.opcode == RELEASE && d.offset == body.offset => {
+                        assert_eq!((d.flags, d.len), (77, body.len), "{d:?}");
+                        break true;
+                    }
                     Some(d) => panic!("unexpected {d:?}"),
                     None if Instant::now() > deadline => break false,
                     None => std::thread::sleep(Duration::from_millis(1)),

@@ -1,11 +1,12 @@
 //! [`Blocks`]: an owner's arena allocator with a cache of small blocks.
 
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
+use slab::Slab;
 
-use super::hash::OffsetHasher;
+use crate::shm::{Arena, ArenaFull, GRANULE};
 
-use crate::shm::{Alloc, Arena, ArenaFull, GRANULE};
+/// The most blocks handed out at once: keys are below this, so they fit
+/// the [`KEY_MASK`](super::KEY_MASK) bits of a descriptor's `flags`.
+const MAX_LIVE: usize = super::KEY_MASK as usize + 1;
 
 /// Bodies up to this size come in blocks of a size class (see
 /// [`class_of`]) that are cached on free.
@@ -25,16 +26,42 @@ const CLASSES: usize = 4 + 4 * ((MAX_CACHED / GRANULE).trailing_zeros() as usize
 ///
 /// It also knows which blocks are handed out and with which length, so a
 /// descriptor the peer hands back is checked against it (the server's
-/// `RELEASE`).
+/// `RELEASE`). Each block handed out has a key, its index in a table of
+/// the live blocks: whoever frees it names it by key and offset, and the
+/// lookup is an index, not a hash. The server sends a response body's
+/// key with it, and the client hands it back in the `RELEASE`.
 pub(super) struct Blocks {
     arena: Arena,
-    /// Handed out: offset -> (length asked for, bytes reserved).
-    live: HashMap<u64, (u64, u64), BuildHasherDefault<OffsetHasher>>,
+    /// Handed out, by key.
+    live: Slab<Live>,
     /// Free blocks per class (offsets), still allocated in `arena`.
     cache: [Vec<u64>; CLASSES],
     cached_bytes: u64,
     /// Bytes reserved by the blocks handed out.
     live_bytes: u64,
+}
+
+/// A block handed out.
+struct Live {
+    offset: u64,
+    /// Length asked for (or set by [`Blocks::set_len`]).
+    len: u64,
+    /// Bytes reserved.
+    reserved: u64,
+}
+
+/// A block for a body: where it is, its length, and its key in the
+/// owner's [`Blocks`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Block {
+    /// Start in the arena, a multiple of [`GRANULE`].
+    pub offset: u64,
+    /// Bytes asked for.
+    pub len: u64,
+    /// Bytes reserved: room for a body written in place.
+    pub reserved: u64,
+    /// The block's key in its [`Blocks`] (below [`MAX_LIVE`]).
+    pub key: u32,
 }
 
 /// The bytes reserved for a body of `len` bytes, and its cache class.
@@ -68,7 +95,7 @@ impl Blocks {
     pub(super) fn new(arena: Arena) -> Blocks {
         Blocks {
             arena,
-            live: HashMap::default(),
+            live: Slab::new(),
             cache: std::array::from_fn(|_| Vec::new()),
             cached_bytes: 0,
             live_bytes: 0,
@@ -89,15 +116,23 @@ impl Blocks {
     ///
     /// # Errors
     ///
-    /// [`ArenaFull`] if there is no room even with the cache returned.
-    pub(super) fn alloc(&mut self, len: u64) -> Result<Alloc, ArenaFull> {
+    /// [`ArenaFull`] if there is no room even with the cache returned (or,
+    /// in an arena of more than 16 GiB, if [`MAX_LIVE`] blocks are handed
+    /// out).
+    pub(super) fn alloc(&mut self, len: u64) -> Result<Block, ArenaFull> {
+        if self.live.len() >= MAX_LIVE {
+            return Err(ArenaFull {
+                requested: len,
+                free: self.arena.free_bytes(),
+                largest: self.arena.largest_free(),
+                capacity: self.arena.capacity(),
+            });
+        }
         let reserve = match class_of(len) {
             Some((size, class)) => {
                 if let Some(offset) = self.cache[class].pop() {
                     self.cached_bytes -= size;
-                    self.live_bytes += size;
-                    self.live.insert(offset, (len, size));
-                    return Ok(Alloc { offset, len });
+                    return Ok(self.hand_out(offset, len, size));
                 }
                 size
             }
@@ -119,26 +154,40 @@ impl Blocks {
                 })
             }
         };
-        self.live_bytes += reserve;
-        self.live.insert(a.offset, (len, reserve));
-        Ok(Alloc {
-            offset: a.offset,
-            len,
-        })
+        Ok(self.hand_out(a.offset, len, reserve))
     }
 
-    /// Frees the block at `offset` if it is handed out with length `len`
-    /// (`None`: any length); returns whether it was.
-    pub(super) fn free(&mut self, offset: u64, len: Option<u64>) -> bool {
-        let Some((l, reserved)) = self.live.remove(&offset) else {
-            return false;
-        };
-        if len.is_some_and(|len| len != l) {
-            // Not the block asked for: it stays handed out (one lookup
-            // for the common case, two for this one).
-            self.live.insert(offset, (l, reserved));
-            return false;
+    fn hand_out(&mut self, offset: u64, len: u64, reserved: u64) -> Block {
+        self.live_bytes += reserved;
+        let key = self.live.insert(Live {
+            offset,
+            len,
+            reserved,
+        });
+        Block {
+            offset,
+            len,
+            reserved,
+            // Below MAX_LIVE, checked in `alloc`.
+            key: key as u32,
         }
+    }
+
+    /// The live block with key `key`, if it is at `offset`.
+    fn get(&mut self, key: u32, offset: u64) -> Option<&mut Live> {
+        self.live
+            .get_mut(key as usize)
+            .filter(|b| b.offset == offset)
+    }
+
+    /// Frees the block with key `key` if it is handed out at `offset` with
+    /// length `len` (`None`: any length); returns whether it was.
+    pub(super) fn free(&mut self, key: u32, offset: u64, len: Option<u64>) -> bool {
+        match self.get(key, offset) {
+            Some(b) if len.is_none_or(|len| len == b.len) => {}
+            _ => return false,
+        }
+        let reserved = self.live.remove(key as usize).reserved;
         self.live_bytes -= reserved;
         match class_of(reserved) {
             Some((size, class))
@@ -155,19 +204,14 @@ impl Blocks {
 
     /// Sets the length of a handed-out block (at most its reservation):
     /// a body written in place that came out shorter than reserved.
-    pub(super) fn set_len(&mut self, offset: u64, len: u64) -> bool {
-        match self.live.get_mut(&offset) {
-            Some((l, reserved)) if len <= *reserved => {
-                *l = len;
+    pub(super) fn set_len(&mut self, key: u32, offset: u64, len: u64) -> bool {
+        match self.get(key, offset) {
+            Some(b) if len <= b.reserved => {
+                b.len = len;
                 true
             }
             _ => false,
         }
-    }
-
-    /// The bytes reserved for the handed-out block at `offset`.
-    pub(super) fn reserved(&self, offset: u64) -> Option<u64> {
-        self.live.get(&offset).map(|&(_, r)| r)
     }
 
     /// Returns every cached block to the arena.
@@ -214,36 +258,44 @@ mod tests {
     fn blocks_are_reused_checked_and_returned_when_the_arena_fills() {
         let mut b = Blocks::new(Arena::heap(64 << 10));
         let x = b.alloc(100).unwrap();
-        assert_eq!(b.reserved(x.offset), Some(128));
+        assert_eq!(x.reserved, 128);
         assert_eq!(b.live_bytes(), 128);
-        assert!(!b.free(x.offset, Some(99)), "wrong length accepted");
-        assert!(!b.free(x.offset + 64, None), "interior offset accepted");
-        assert!(b.free(x.offset, Some(100)));
+        assert!(!b.free(x.key, x.offset, Some(99)), "wrong length accepted");
+        assert!(!b.free(x.key, x.offset + 64, None), "interior offset accepted");
+        assert!(!b.free(x.key + 1, x.offset, None), "wrong key accepted");
+        assert!(b.free(x.key, x.offset, Some(100)));
         assert_eq!(b.live_bytes(), 0);
-        assert!(!b.free(x.offset, Some(100)), "double free accepted");
+        assert!(!b.free(x.key, x.offset, Some(100)), "double free accepted");
         // Same class: the cached block comes back.
-        assert_eq!(b.alloc(65).unwrap().offset, x.offset);
-        assert!(b.free(x.offset, Some(65)));
+        let x = b.alloc(65).unwrap();
+        assert_eq!(x.offset, x.offset);
+        assert!(b.free(x.key, x.offset, Some(65)));
         // A body just over 4 KiB takes 5 KiB, not 8.
         let z = b.alloc(4100).unwrap();
-        assert_eq!(b.reserved(z.offset), Some(5 << 10));
-        assert!(b.free(z.offset, None));
-        let x = b.alloc(100).unwrap();
+        assert_eq!(z.reserved, 5 << 10);
+        // Another block under the same key is not this one.
+        let y = b.alloc(100).unwrap();
+        assert!(b.free(z.key, z.offset, None));
+        let w = b.alloc(4100).unwrap();
+        assert_eq!((w.key, w.offset), (z.key, z.offset));
+        assert!(!b.free(w.key, y.offset, None), "another block's offset accepted");
+        assert!(b.free(w.key, w.offset, None));
         // A body the size of the whole arena: the cache is returned and
         // coalesced, and it fits once everything else is freed.
         assert!(b.alloc(64 << 10).is_err());
-        assert!(b.free(x.offset, None));
+        assert!(b.free(y.key, y.offset, None));
         let big = b.alloc(64 << 10).unwrap();
         assert_eq!(big.len, 64 << 10);
         assert_eq!(b.live_bytes(), 64 << 10);
         let full = b.alloc(1).unwrap_err();
         assert_eq!(full.requested, 1);
-        assert!(b.free(big.offset, Some(64 << 10)));
+        assert!(b.free(big.key, big.offset, Some(64 << 10)));
         // In-place bodies shorter than reserved.
         let y = b.alloc(1000).unwrap();
-        assert!(b.set_len(y.offset, 10));
-        assert!(!b.set_len(y.offset, 1025), "beyond the reservation");
-        assert!(!b.free(y.offset, Some(1000)));
-        assert!(b.free(y.offset, Some(10)));
+        assert!(b.set_len(y.key, y.offset, 10));
+        assert!(!b.set_len(y.key, y.offset, 1025), "beyond the reservation");
+        assert!(!b.set_len(y.key, y.offset + 64, 10), "wrong offset accepted");
+        assert!(!b.free(y.key, y.offset, Some(1000)));
+        assert!(b.free(y.key, y.offset, Some(10)));
     }
 }

@@ -17,14 +17,15 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use slab::Slab;
 
-use super::blocks::Blocks;
+use super::blocks::{Block, Blocks};
 use super::{
     connect_socket, handshake_wait, hello, watch, ArenaFullPolicy, Backoff, Body, ClientConfig,
-    Idle, Out, Padded, Spin, CALL, ERROR, INLINE, INLINE_MAX, PROTOCOL, RELEASE, REPLY,
+    Idle, Out, Padded, Spin, CALL, ERROR, INLINE, INLINE_MAX, KEY_MASK, PROTOCOL, RELEASE,
+    REPLY,
 };
 use crate::ring::{Consumer, Peek, Producer, PushError, RingError};
 use crate::shm::{
-    recv_fds, send_fds, Alloc, ArenaMem, Desc, Endpoint, OwnArena, PeerArena, PeerMem, Region,
+    recv_fds, send_fds, ArenaMem, Desc, Endpoint, OwnArena, PeerArena, PeerMem, Region,
     ARENA_NAMES,
 };
 use crate::thread::Thread;
@@ -247,7 +248,7 @@ struct Pending {
     /// For a future: the response descriptor, or why the call failed.
     result: Option<io::Result<Desc>>,
     /// The request body, freed when the response arrives.
-    req: Option<u64>,
+    req: Option<Block>,
     /// The caller is gone (a dropped future): release whatever arrives.
     abandoned: bool,
 }
@@ -295,7 +296,7 @@ struct SpaceWait {
 
 /// What one attempt at space gave.
 enum Space {
-    Got(Alloc),
+    Got(Block),
     /// Wait to be woken, or until the deadline (`None`: no deadline).
     Wait(Option<Instant>),
     Fail(io::Error),
@@ -379,8 +380,8 @@ impl State {
     /// Frees a body of ours; returns the call whose turn for space it is
     /// now (to wake once the lock is released).
     /// `sending`: the body was counted in [`State::sending`].
-    fn free_body(&mut self, offset: u64, sending: bool) -> Option<SpaceWaiter> {
-        self.arena.free(offset, None);
+    fn free_body(&mut self, body: Block, sending: bool) -> Option<SpaceWaiter> {
+        self.arena.free(body.key, body.offset, None);
         self.sending -= usize::from(sending);
         self.next_turn()
     }
@@ -472,7 +473,7 @@ impl State {
             Err(PushError::Full(_)) => return Ok(None),
             Err(PushError::Corrupt(_, e)) => return Err(e),
         }
-        let req = body.arena_offset();
+        let req = body.arena_block();
         self.sending += usize::from(built && req.is_some());
         self.pending.insert(Pending {
             id,
@@ -707,7 +708,7 @@ impl Inner {
     /// [`State::try_space`].
     /// A call with a `deadline` (see [`Client::call_timeout`]) gives up
     /// its place at it, with [`io::ErrorKind::TimedOut`].
-    fn alloc(&self, len: u64, copied: bool, deadline: Option<Instant>) -> io::Result<Alloc> {
+    fn alloc(&self, len: u64, copied: bool, deadline: Option<Instant>) -> io::Result<Block> {
         let mut wait = SpaceWait::default();
         loop {
             let until = match self.try_alloc(len, &mut wait, Asker::Thread, copied) {
@@ -745,8 +746,8 @@ impl Inner {
     ) -> io::Result<Option<usize>> {
         let mut st = self.state.lock();
         if st.closed.is_some() {
-            if let Some(off) = body.arena_offset() {
-                let _ = st.free_body(off, !built);
+            if let Some(b) = body.arena_block() {
+                let _ = st.free_body(b, !built);
             }
             return Err(st.closed_error());
         }
@@ -784,7 +785,7 @@ impl Inner {
         };
         st.sending += 1;
         if let Err(e) = self.mem.copy_to_owned(a.offset, bytes) {
-            let turn = st.free_body(a.offset, true);
+            let turn = st.free_body(a, true);
             drop(st);
             if let Some(w) = turn {
                 w.wake();
@@ -848,8 +849,8 @@ impl Inner {
                     }
                     Ok(None) if deadline.is_some_and(|d| Instant::now() >= d) => {
                         self.stop_polling(true);
-                        if let Some(off) = body.arena_offset() {
-                            self.free_body(off, !built);
+                        if let Some(b) = body.arena_block() {
+                            self.free_body(b, !built);
                         }
                         return Err(timed_out("waiting for room on the request ring"));
                     }
@@ -953,7 +954,7 @@ impl Inner {
     fn write_body(&self, bytes: &[u8], deadline: Option<Instant>) -> io::Result<Out> {
         let a = self.alloc(bytes.len() as u64, true, deadline)?;
         if let Err(e) = self.mem.copy_to_owned(a.offset, bytes) {
-            self.free_body(a.offset, true);
+            self.free_body(a, true);
             return Err(e.into());
         }
         Ok(Out::Arena(a))
@@ -961,8 +962,8 @@ impl Inner {
 
     /// Frees a body of ours that was never sent and wakes the call whose
     /// turn for space it is. `sending` as for [`State::free_body`].
-    fn free_body(&self, offset: u64, sending: bool) {
-        let turn = self.state.lock().free_body(offset, sending);
+    fn free_body(&self, body: Block, sending: bool) {
+        let turn = self.state.lock().free_body(body, sending);
         if let Some(w) = turn {
             w.wake();
         }
@@ -1028,8 +1029,8 @@ impl Inner {
                 ))
             }
         };
-        if let Some(off) = req {
-            turns.extend(st.free_body(off, true));
+        if let Some(b) = req {
+            turns.extend(st.free_body(b, true));
         }
         if st.pending[key].abandoned {
             st.pending.remove(key);
@@ -1043,7 +1044,7 @@ impl Inner {
     }
 
     fn release(&self, body: &Body) {
-        let Some((offset, len)) = body.shared_range() else {
+        let Some((offset, len, key)) = body.shared_range() else {
             return;
         };
         let mut st = self.state.lock();
@@ -1053,7 +1054,7 @@ impl Inner {
         st.releases.push(Desc {
             id: 0,
             opcode: RELEASE,
-            flags: 0,
+            flags: key,
             offset,
             len,
         });
@@ -1069,7 +1070,7 @@ fn needs_release(d: &Desc) -> Option<Desc> {
     (d.opcode == REPLY && d.flags & INLINE == 0 && d.len > 0).then_some(Desc {
         id: d.id,
         opcode: RELEASE,
-        flags: 0,
+        flags: d.flags & KEY_MASK,
         offset: d.offset,
         len: d.len,
     })
@@ -1523,8 +1524,8 @@ impl RequestBuilder<'_> {
 
 impl Drop for RequestBuilder<'_> {
     fn drop(&mut self) {
-        if let Some(off) = self.body.take().and_then(Out::arena_offset) {
-            self.lane.free_body(off, false);
+        if let Some(b) = self.body.take().and_then(Out::arena_block) {
+            self.lane.free_body(b, false);
         }
     }
 }
@@ -1627,7 +1628,7 @@ impl Future for CallFuture<'_> {
                     match inner.try_alloc(len, &mut wait, Asker::Task(cx.waker()), true) {
                         Space::Got(a) => {
                             if let Err(e) = inner.mem.copy_to_owned(a.offset, bytes) {
-                                inner.free_body(a.offset, true);
+                                inner.free_body(a, true);
                                 return Poll::Ready(Err(e.into()));
                             }
                             this.state = FutState::Push(Out::Arena(a));
@@ -1710,7 +1711,7 @@ impl Future for CallFuture<'_> {
 impl Drop for CallFuture<'_> {
     fn drop(&mut self) {
         match std::mem::replace(&mut self.state, FutState::Done) {
-            FutState::Push(Out::Arena(a)) => self.inner.free_body(a.offset, true),
+            FutState::Push(Out::Arena(a)) => self.inner.free_body(a, true),
             FutState::Start(_, mut wait, _) => {
                 let turn = self.inner.state.lock().leave(&mut wait);
                 if let Some(w) = turn {

@@ -1,6 +1,6 @@
-//! Hashers for the per-call maps of the IPC layer: one multiply each,
-//! where std's SipHash costs a few dozen instructions per lookup and the
-//! maps take two or three lookups per call.
+//! The hasher for call ids the server's direct table cannot hold (see
+//! [`InFlight`](super::ids::InFlight)): two multiplies with secret keys,
+//! where std's SipHash costs a few dozen instructions per lookup.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -11,29 +11,6 @@ use std::hash::{BuildHasher, Hasher};
 fn folded_multiply(a: u64, b: u64) -> u64 {
     let p = u128::from(a) * u128::from(b);
     (p as u64) ^ ((p >> 64) as u64)
-}
-
-/// Hashes an arena offset with one multiply: the keys are offsets our
-/// own allocator chose (the peer only picks which one a `RELEASE` looks
-/// up, which cannot lengthen a probe chain), so a key buys nothing.
-#[derive(Default, Clone, Copy)]
-pub(super) struct OffsetHasher(u64);
-
-impl Hasher for OffsetHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    #[inline]
-    fn write_u64(&mut self, x: u64) {
-        self.0 = folded_multiply(self.0 ^ x, 0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 /// Builds [`KeyedHasher`]s with two secret keys drawn when the map is
@@ -141,17 +118,5 @@ mod tests {
             let buckets: HashSet<u64> = ids.iter().map(|&id| s.hash_one(id) & 1023).collect();
             assert!(buckets.len() > 900, "{} of 1024 buckets", buckets.len());
         }
-    }
-
-    #[test]
-    // Safe arithmetic over thousands of ids: minutes under Miri, which
-    // has nothing to check in it.
-    #[cfg_attr(miri, ignore)]
-    fn offsets_spread_over_the_buckets() {
-        let s = std::hash::BuildHasherDefault::<OffsetHasher>::default();
-        let buckets: HashSet<u64> = (0..4096u64)
-            .map(|k| s.hash_one(k * 5 * 1024) & 1023)
-            .collect();
-        assert!(buckets.len() > 900, "{} of 1024 buckets", buckets.len());
     }
 }

@@ -56,15 +56,17 @@
 //!   50 µs; the reader stands aside)                                                (may block: files,
 //!                                                                                   sockets, other IPC)
 //!                                      [server arena: body] <-----------------    > 16 bytes: alloc+copy
-//!  pop in bulk  <----------------------- [response ring] <-- Desc{id, REPLY,...}   push, notify
+//!  pop in bulk  <----------------------- [response ring] <-- Desc{id, REPLY,    push, notify
+//!                                                             key, body}
 //!  check opcode, flags, id pending,
 //!  body in bounds; free the request
 //!  body; write the result into each
 //!  caller's slot, set its done flag
 //! caller sees its done flag: Ok(Response)
 //!  ... reads bytes (copying) ...
-//! drop(Response) --------------------->  [request ring] -- Desc{id, RELEASE} ->  arena.free(off)
-//!   (arena bodies only)                                                          (validated)
+//! drop(Response) --------------------->  [request ring] -- Desc{RELEASE,   --->  arena.free(key)
+//!   (arena bodies only)                                       key, body}         (validated: key,
+//!                                                                                 offset, len)
 //! ```
 //!
 //! Watcher green threads (one per side) do a blocking read on the Unix
@@ -280,7 +282,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::ring::{Consumer, RingError};
-use crate::shm::{Alloc, CredentialPolicy, Desc, PeerMem};
+use self::blocks::Block;
+use crate::shm::{CredentialPolicy, Desc, PeerMem};
 
 /// The copying accessors of a received body ([`Request`], [`Response`]):
 /// `len`, `is_empty`, `to_vec`, `read_into`, `read_at`, and the unsafe
@@ -330,6 +333,7 @@ macro_rules! body_accessors {
 mod blocks;
 mod client;
 mod hash;
+mod ids;
 mod server;
 
 pub use self::client::{CallFuture, Client, RequestBuilder, Response};
@@ -337,11 +341,12 @@ pub use self::server::{Request, ResponseWriter, Server, ShutdownHandle};
 
 /// Opcode of a request descriptor: a call, body in the client arena.
 pub const CALL: u32 = 1;
-/// Opcode of a request descriptor: hands a response body back; `offset`
-/// and `len` are the response's.
+/// Opcode of a request descriptor: hands a response body back; `flags`,
+/// `offset` and `len` are the response's (`flags`: the block's key, see
+/// [`KEY_MASK`]).
 pub const RELEASE: u32 = 2;
 /// Opcode of a response descriptor: the handler succeeded, body in the
-/// server arena.
+/// server arena (or inline).
 pub const REPLY: u32 = 3;
 /// Opcode of a response descriptor: the handler failed; `flags` holds its
 /// raw OS error code (0 if none), no body.
@@ -351,9 +356,17 @@ pub const ERROR: u32 = 4;
 /// descriptor itself, in the bytes of its `offset` and `len` fields (native
 /// byte order, `offset` first); the low bits of `flags` are its length,
 /// 1 to [`INLINE_MAX`]. Such a body takes no arena space and needs no
-/// `RELEASE`. Without this flag `flags` must be 0 and the body is
-/// `offset .. offset + len` in the sender's arena.
+/// `RELEASE`. Without this flag the body is `offset .. offset + len` in
+/// the sender's arena, and `flags` is 0 for a `CALL` and the block's key
+/// for a `REPLY` (see [`KEY_MASK`]).
 pub const INLINE: u32 = 1 << 31;
+/// The bits of a `REPLY`'s `flags` that name its body's block when it is
+/// in the server arena: the block's index in the server's table of blocks
+/// handed out, which the client sends back in the `RELEASE`. The server
+/// checks a `RELEASE` by that index (the block at the key must have the
+/// offset and length named), without a hash lookup. Other bits, but for
+/// [`INLINE`], must be 0.
+pub const KEY_MASK: u32 = (1 << 28) - 1;
 /// The longest body carried inline (see [`INLINE`]).
 pub const INLINE_MAX: usize = 16;
 
@@ -367,7 +380,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_millis(100);
 /// and arena, then the client's arena). Public for tests that play a
 /// misbehaving peer.
 #[doc(hidden)]
-pub const PROTOCOL: &[u8] = b"green-ipc/6";
+pub const PROTOCOL: &[u8] = b"green-ipc/7";
 
 /// The byte a server sends once a connection is set up on its side (the
 /// client's arena attached, the liveness watcher running): the client's
@@ -681,7 +694,7 @@ enum Out {
     /// Up to [`INLINE_MAX`] bytes (0: no body).
     Inline([u8; INLINE_MAX], u8),
     /// Written in our arena.
-    Arena(Alloc),
+    Arena(Block),
 }
 
 impl Out {
@@ -694,15 +707,16 @@ impl Out {
         })
     }
 
-    /// The arena allocation to free once the peer is done with it.
-    fn arena_offset(self) -> Option<u64> {
+    /// The arena block to free once the peer is done with it.
+    fn arena_block(self) -> Option<Block> {
         match self {
             Out::Inline(..) => None,
-            Out::Arena(a) => Some(a.offset),
+            Out::Arena(a) => Some(a),
         }
     }
 
-    /// The descriptor that carries this body.
+    /// The descriptor that carries this body; a `REPLY` names an arena
+    /// block by its key (see [`KEY_MASK`]).
     fn desc(self, id: u64, opcode: u32) -> Desc {
         match self {
             Out::Inline(_, 0) => Desc {
@@ -725,7 +739,7 @@ impl Out {
             Out::Arena(a) => Desc {
                 id,
                 opcode,
-                flags: 0,
+                flags: if opcode == REPLY { a.key & KEY_MASK } else { 0 },
                 offset: a.offset,
                 len: a.len,
             },
@@ -742,7 +756,14 @@ impl Out {
 #[derive(Clone)]
 enum Body<M = PeerMem> {
     Inline([u8; INLINE_MAX], u8),
-    Shared { mem: M, offset: u64, len: u64 },
+    /// `key`: the sender's key for the block (a response's, to send back
+    /// in the `RELEASE`; 0 for a request).
+    Shared {
+        mem: M,
+        offset: u64,
+        len: u64,
+        key: u32,
+    },
 }
 
 impl Body {
@@ -755,8 +776,10 @@ impl Body {
 
     /// Checks the body of a `CALL` or `REPLY` descriptor from the peer:
     /// an inline length of 1 to [`INLINE_MAX`], or a range inside the
-    /// peer's arena `mem` (in `u64` arithmetic); no other flags.
+    /// peer's arena `mem` (in `u64` arithmetic) with a key for a `REPLY`;
+    /// no other flags.
     fn check(mem: &PeerMem, d: &Desc) -> Result<(), String> {
+        let key_bits = if d.opcode == REPLY { KEY_MASK } else { 0 };
         if d.flags & INLINE != 0 {
             let n = d.flags & !INLINE;
             if n == 0 || n as usize > INLINE_MAX {
@@ -765,7 +788,7 @@ impl Body {
                     d.id, d.opcode
                 ));
             }
-        } else if d.flags != 0 {
+        } else if d.flags & !key_bits != 0 {
             return Err(format!(
                 "descriptor id {:#x} opcode {}: unknown flags {:#x}",
                 d.id, d.opcode, d.flags
@@ -807,6 +830,7 @@ impl<M: std::borrow::Borrow<PeerMem>> Body<M> {
             mem: mem(),
             offset: d.offset,
             len: d.len,
+            key: d.flags & KEY_MASK,
         }
     }
 
@@ -817,10 +841,13 @@ impl<M: std::borrow::Borrow<PeerMem>> Body<M> {
         }
     }
 
-    /// The arena range the peer must get back (`RELEASE`), if any.
-    fn shared_range(&self) -> Option<(u64, u64)> {
+    /// The arena range the peer must get back (`RELEASE`), if any, with
+    /// the peer's key for it.
+    fn shared_range(&self) -> Option<(u64, u64, u32)> {
         match self {
-            Body::Shared { offset, len, .. } if *len > 0 => Some((*offset, *len)),
+            Body::Shared {
+                offset, len, key, ..
+            } if *len > 0 => Some((*offset, *len, *key)),
             _ => None,
         }
     }
@@ -862,7 +889,9 @@ impl<M: std::borrow::Borrow<PeerMem>> Body<M> {
         match self {
             Body::Inline(b, n) => &b[..usize::from(*n)],
             Body::Shared { len: 0, .. } => &[],
-            Body::Shared { mem, offset, len } => {
+            Body::Shared {
+                mem, offset, len, ..
+            } => {
                 // SAFETY: the caller's contract; bounds checked on arrival.
                 unsafe { mem.borrow().slice(*offset, *len) }
                     .expect("body bounds checked on arrival")
@@ -1208,20 +1237,35 @@ mod tests {
         let ok = Desc {
             id: 1,
             opcode: REPLY,
-            flags: 0,
+            flags: 5,
             offset: 64,
             len: 100,
         };
         let body = Body::from_desc(&mem, &ok).unwrap();
         assert_eq!(body.len(), 100);
-        assert_eq!(body.shared_range(), Some((64, 100)));
+        // The server's key for the block, to hand back.
+        assert_eq!(body.shared_range(), Some((64, 100, 5)));
+        let call = Desc {
+            opcode: CALL,
+            flags: 0,
+            ..ok
+        };
+        assert_eq!(
+            Body::from_desc(&mem, &call).unwrap().shared_range(),
+            Some((64, 100, 0))
+        );
         for bad in [
             Desc { len: 4097, ..ok },
             Desc {
                 offset: u64::MAX - 10,
                 ..ok
             },
-            Desc { flags: 1, ..ok },
+            // A key on a request, bits above the key on a response.
+            Desc { flags: 1, ..call },
+            Desc {
+                flags: KEY_MASK + 1,
+                ..ok
+            },
             Desc {
                 flags: INLINE,
                 ..ok

@@ -1,6 +1,6 @@
 //! [`Server`]: accepts connections and runs a handler per call.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::blocks::Blocks;
-use super::hash::Keyed;
+use super::blocks::{Block, Blocks};
+use super::ids::InFlight;
 use super::{
     handshake_wait, parse_hello, watch, ArenaFullPolicy, Backoff, Body, ErrorHook, Idle, Out,
     ServerConfig, CALL, ERROR, HELLO_LEN, INLINE_MAX, PROTOCOL, RELEASE, REPLY,
@@ -20,7 +20,7 @@ use super::{
 use crate::os::unix::net::{UnixListener, UnixStream};
 use crate::ring::{Producer, PushError};
 use crate::shm::{
-    peer_credentials, recv_fd, send_fds, Alloc, ArenaMem, Desc, Endpoint, OwnArena, PeerArena,
+    peer_credentials, recv_fd, send_fds, ArenaMem, Desc, Endpoint, OwnArena, PeerArena,
     PeerCredentials, PeerMem, Region, RegionLayout, ARENA_NAMES,
 };
 
@@ -233,7 +233,7 @@ struct State {
     arena: Blocks,
     /// Ids of calls taken off the ring and not yet answered: a duplicate
     /// is a protocol error.
-    in_flight: HashSet<u64, Keyed>,
+    in_flight: InFlight,
     /// Calls waiting for a handler thread.
     queue: VecDeque<Desc>,
     /// Handler green threads running.
@@ -253,7 +253,7 @@ struct State {
 struct Reply {
     desc: Desc,
     /// A response body written in place: its block's final length.
-    set_len: Option<(u64, u64)>,
+    set_len: Option<(u32, u64, u64)>,
 }
 
 impl State {
@@ -359,11 +359,11 @@ impl Conn {
                         spawn |= st.want_handler(self.max_handlers);
                     }
                     RELEASE => {
-                        if !st.arena.free(d.offset, Some(d.len)) {
+                        if !st.arena.free(d.flags, d.offset, Some(d.len)) {
                             return Err(format!(
-                                "RELEASE of offset {:#x}, length {}: not a response body \
-                                 the client holds",
-                                d.offset, d.len
+                                "RELEASE of key {}, offset {:#x}, length {}: not a response \
+                                 body the client holds",
+                                d.flags, d.offset, d.len
                             ));
                         }
                         released.append(&mut st.space_waiters);
@@ -422,10 +422,10 @@ impl Conn {
                 if let Some(r) = reply {
                     match st.tx.push(r.desc) {
                         Ok(()) => {
-                            if let Some((offset, len)) = r.set_len {
-                                st.arena.set_len(offset, len);
+                            if let Some((key, offset, len)) = r.set_len {
+                                st.arena.set_len(key, offset, len);
                             }
-                            st.in_flight.remove(&r.desc.id);
+                            st.in_flight.remove(r.desc.id);
                             st.running -= 1;
                             let _ = st.tx.notify();
                             reply = None;
@@ -461,7 +461,7 @@ impl Conn {
                         if self.shut.draining() {
                             // Shutting down: no call starts. The client
                             // fails it when the connection closes.
-                            st.in_flight.remove(&call.id);
+                            st.in_flight.remove(call.id);
                             continue;
                         }
                         st.running += 1;
@@ -519,22 +519,34 @@ impl Conn {
     }
 
     /// Where the handler's response goes: inline, or in our arena. An
-    /// arena block written in place comes with the `(offset, len)` to
-    /// record (`Blocks::set_len`) when the reply is pushed.
-    fn place(&self, mut w: ResponseWriter) -> io::Result<(Out, Option<(u64, u64)>)> {
+    /// arena block written in place comes with the `(key, offset, len)`
+    /// to record (`Blocks::set_len`) when the reply is pushed.
+    fn place(&self, mut w: ResponseWriter) -> io::Result<(Out, Option<(u32, u64, u64)>)> {
         w.flush_stage()?;
         let body = match std::mem::take(&mut w.body) {
             Buf::Small(b, n) => return Ok((Out::Inline(b, n), None)),
-            Buf::Arena { offset, len, .. } => {
+            Buf::Arena {
+                offset,
+                key,
+                cap,
+                len,
+                ..
+            } => {
                 if len as usize <= INLINE_MAX {
                     let mut b = [0u8; INLINE_MAX];
                     let n = len as usize;
                     let copied = self.mem.copy_from(offset, &mut b[..n]);
-                    self.free_block(offset);
+                    self.free_block(key, offset);
                     copied?;
                     return Ok((Out::Inline(b, n as u8), None));
                 }
-                return Ok((Out::Arena(Alloc { offset, len }), Some((offset, len))));
+                let block = Block {
+                    offset,
+                    len,
+                    reserved: cap,
+                    key,
+                };
+                return Ok((Out::Arena(block), Some((key, offset, len))));
             }
             Buf::Vec(v) => v,
         };
@@ -568,23 +580,20 @@ impl Conn {
             }
         };
         if let Err(e) = self.mem.copy_to_owned(a.offset, &body) {
-            self.free_block(a.offset);
+            self.free_block(a.key, a.offset);
             return Err(e.into());
         }
         Ok((Out::Arena(a), None))
     }
 
     /// A block of at least `len` bytes for a body written in place, if
-    /// the arena has room now: (offset, capacity).
-    fn try_block(&self, len: u64) -> Option<(u64, u64)> {
-        let mut st = self.state.lock();
-        let a = st.arena.alloc(len).ok()?;
-        let cap = st.arena.reserved(a.offset).unwrap_or(len);
-        Some((a.offset, cap))
+    /// the arena has room now.
+    fn try_block(&self, len: u64) -> Option<Block> {
+        self.state.lock().arena.alloc(len).ok()
     }
 
-    fn free_block(&self, offset: u64) {
-        self.state.lock().arena.free(offset, None);
+    fn free_block(&self, key: u32, offset: u64) {
+        self.state.lock().arena.free(key, offset, None);
     }
 }
 
@@ -871,7 +880,7 @@ fn serve_connection(
         state: Mutex::new(State {
             tx,
             arena: Blocks::new(arena),
-            in_flight: HashSet::with_hasher(Keyed::new()),
+            in_flight: InFlight::new(),
             queue: VecDeque::new(),
             handlers: 0,
             starting: 0,
@@ -1017,6 +1026,8 @@ enum Buf {
     /// held in `stage` (see [`STAGE`]).
     Arena {
         offset: u64,
+        /// The block's key in the arena's [`Blocks`].
+        key: u32,
         cap: u64,
         len: u64,
         stage: [u8; STAGE],
@@ -1211,7 +1222,8 @@ impl ResponseWriter<'_> {
             (Buf::Small(..), Some(conn)) => conn.try_block(want as u64),
             _ => None,
         };
-        if let (Some((offset, cap)), Some(conn), Some(head)) = (in_arena, &self.conn, head) {
+        if let (Some(block), Some(conn), Some(head)) = (in_arena, &self.conn, head) {
+            let offset = block.offset;
             // Our fresh block, in bounds: copies cannot fail. The short
             // head is staged and goes in with the tail.
             let (mut len, mut stage, mut staged) = (0, [0u8; STAGE], 0);
@@ -1228,23 +1240,24 @@ impl ResponseWriter<'_> {
             if ok {
                 self.body = Buf::Arena {
                     offset,
-                    cap,
+                    key: block.key,
+                    cap: block.reserved,
                     len,
                     stage,
                     staged,
                 };
                 return;
             }
-            conn.free_block(offset);
+            conn.free_block(block.key, offset);
         }
         let mut v = Vec::with_capacity(want.max(n + tail.len()));
         match (&old, &self.conn) {
             (Buf::Small(b, _), _) => v.extend_from_slice(&b[..n]),
             (Buf::Vec(old_v), _) => v.extend_from_slice(old_v),
-            (Buf::Arena { offset, .. }, Some(conn)) => {
+            (Buf::Arena { offset, key, .. }, Some(conn)) => {
                 v.resize(n, 0);
                 let _ = conn.mem.copy_from(*offset, &mut v);
-                conn.free_block(*offset);
+                conn.free_block(*key, *offset);
             }
             (Buf::Arena { .. }, None) => {}
         }
@@ -1267,6 +1280,7 @@ impl io::Write for ResponseWriter<'_> {
                 len,
                 stage,
                 staged,
+                ..
             } if *len + u64::from(*staged) + buf.len() as u64 <= *cap => match &self.conn {
                 Some(conn) => arena_write(&conn.mem, *offset, len, stage, staged, buf)?,
                 None => *len += buf.len() as u64,
@@ -1285,8 +1299,8 @@ impl io::Write for ResponseWriter<'_> {
 impl Drop for ResponseWriter<'_> {
     fn drop(&mut self) {
         // A body written in place that is not sent (the handler failed).
-        if let (Buf::Arena { offset, .. }, Some(conn)) = (&self.body, &self.conn) {
-            conn.free_block(*offset);
+        if let (Buf::Arena { offset, key, .. }, Some(conn)) = (&self.body, &self.conn) {
+            conn.free_block(*key, *offset);
         }
     }
 }
