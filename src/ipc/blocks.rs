@@ -261,7 +261,10 @@ mod tests {
         assert_eq!(x.reserved, 128);
         assert_eq!(b.live_bytes(), 128);
         assert!(!b.free(x.key, x.offset, Some(99)), "wrong length accepted");
-        assert!(!b.free(x.key, x.offset + 64, None), "interior offset accepted");
+        assert!(
+            !b.free(x.key, x.offset + 64, None),
+            "interior offset accepted"
+        );
         assert!(!b.free(x.key + 1, x.offset, None), "wrong key accepted");
         assert!(b.free(x.key, x.offset, Some(100)));
         assert_eq!(b.live_bytes(), 0);
@@ -278,7 +281,10 @@ mod tests {
         assert!(b.free(z.key, z.offset, None));
         let w = b.alloc(4100).unwrap();
         assert_eq!((w.key, w.offset), (z.key, z.offset));
-        assert!(!b.free(w.key, y.offset, None), "another block's offset accepted");
+        assert!(
+            !b.free(w.key, y.offset, None),
+            "another block's offset accepted"
+        );
         assert!(b.free(w.key, w.offset, None));
         // A body the size of the whole arena: the cache is returned and
         // coalesced, and it fits once everything else is freed.
@@ -294,7 +300,10 @@ mod tests {
         let y = b.alloc(1000).unwrap();
         assert!(b.set_len(y.key, y.offset, 10));
         assert!(!b.set_len(y.key, y.offset, 1025), "beyond the reservation");
-        assert!(!b.set_len(y.key, y.offset + 64, 10), "wrong offset accepted");
+        assert!(
+            !b.set_len(y.key, y.offset + 64, 10),
+            "wrong offset accepted"
+        );
         assert!(!b.free(y.key, y.offset, Some(1000)));
         assert!(b.free(y.key, y.offset, Some(10)));
     }

@@ -20,13 +20,11 @@ use slab::Slab;
 use super::blocks::{Block, Blocks};
 use super::{
     connect_socket, handshake_wait, hello, watch, ArenaFullPolicy, Backoff, Body, ClientConfig,
-    Idle, Out, Padded, Spin, CALL, ERROR, INLINE, INLINE_MAX, KEY_MASK, PROTOCOL, RELEASE,
-    REPLY,
+    Idle, Out, Padded, Spin, CALL, ERROR, INLINE, INLINE_MAX, KEY_MASK, PROTOCOL, RELEASE, REPLY,
 };
 use crate::ring::{Consumer, Peek, Producer, PushError, RingError};
 use crate::shm::{
-    recv_fds, send_fds, ArenaMem, Desc, Endpoint, OwnArena, PeerArena, PeerMem, Region,
-    ARENA_NAMES,
+    recv_fds, send_fds, ArenaMem, Desc, Endpoint, OwnArena, PeerArena, PeerMem, Region, ARENA_NAMES,
 };
 use crate::thread::Thread;
 
@@ -230,6 +228,16 @@ fn timed_out(what: &str) -> io::Error {
 enum Wake {
     Slot(SlotRef, io::Result<Desc>),
     Waker(Option<Waker>),
+}
+
+/// The most response descriptors popped and completed at once.
+const BATCH: usize = 32;
+
+/// The wake-ups of one batch of responses, to run once the lock is
+/// released.
+struct Wakes {
+    items: [Option<Wake>; BATCH],
+    len: usize,
 }
 
 impl Wake {
@@ -620,7 +628,7 @@ impl Inner {
         if !self.rx_peek.has_entries() {
             return false;
         }
-        let mut buf = [Desc::default(); 32];
+        let mut buf = [Desc::default(); BATCH];
         let Some(mut rx) = self.rx.try_lock() else {
             return false;
         };
@@ -649,7 +657,7 @@ impl Inner {
     /// that keeps pushing does not keep us here.
     fn drain_ring(&self) {
         let mut left = self.rx.lock().capacity() as usize;
-        let mut buf = [Desc::default(); 32];
+        let mut buf = [Desc::default(); BATCH];
         while left > 0 {
             let want = left.min(buf.len());
             // Never held across a park: `complete` only wakes threads.
@@ -944,8 +952,7 @@ impl Inner {
             });
         }
         Ok(Response {
-            inner: self.clone(),
-            body: Body::decode(&self.peer_mem, &d),
+            body: Body::decode_with(|| LaneMem(self.clone()), &d),
         })
     }
 
@@ -969,10 +976,13 @@ impl Inner {
         }
     }
 
-    /// Handles a batch of response descriptors (the reader).
+    /// Handles a batch of at most [`BATCH`] response descriptors.
     fn complete(&self, descs: &[Desc]) -> Result<(), String> {
-        // One allocation per batch, not one per doubling.
-        let mut wake = Vec::with_capacity(descs.len());
+        // On the stack: no allocation per batch.
+        let mut wake = Wakes {
+            items: [const { None }; BATCH],
+            len: 0,
+        };
         let mut turns = Vec::new();
         let mut res = Ok(());
         {
@@ -987,8 +997,10 @@ impl Inner {
                 let _ = st.tx.notify();
             }
         }
-        for w in wake {
-            w.run();
+        for w in wake.items[..wake.len].iter_mut() {
+            if let Some(w) = w.take() {
+                w.run();
+            }
         }
         for w in turns {
             w.wake();
@@ -1002,15 +1014,16 @@ impl Inner {
         &self,
         st: &mut State,
         d: &Desc,
-        wake: &mut Vec<Wake>,
+        wake: &mut Wakes,
         turns: &mut Vec<SpaceWaiter>,
     ) -> Result<(), String> {
         match d.opcode {
             REPLY => {
-                if let Body::Shared { offset, len, .. } = Body::from_desc(&self.peer_mem, d)? {
+                Body::check(&self.peer_mem, d)?;
+                if d.flags & INLINE == 0 {
                     // Its caller reads it soon: start fetching the batch's
                     // bodies together.
-                    self.peer_mem.prefetch(offset, len);
+                    self.peer_mem.prefetch(d.offset, d.len);
                 }
             }
             ERROR if d.len != 0 => {
@@ -1038,15 +1051,18 @@ impl Inner {
                 st.releases.push(r);
             }
         } else if let Some(w) = settle(&mut st.pending, key, Ok(*d)) {
-            wake.push(w);
+            // One per descriptor, at most BATCH of them.
+            if let Some(slot) = wake.items.get_mut(wake.len) {
+                *slot = Some(w);
+                wake.len += 1;
+            }
         }
         Ok(())
     }
 
-    fn release(&self, body: &Body) {
-        let Some((offset, len, key)) = body.shared_range() else {
-            return;
-        };
+    /// Hands a response body back: `(offset, len, key)` from
+    /// [`Body::shared_range`].
+    fn release(&self, (offset, len, key): (u64, u64, u32)) {
         let mut st = self.state.lock();
         if st.closed.is_some() {
             return;
@@ -1537,8 +1553,18 @@ impl Drop for RequestBuilder<'_> {
 /// [`read_into`](Self::read_into)): the server could still write them,
 /// and safe code never holds a `&[u8]` that another process may change.
 pub struct Response {
-    inner: Arc<Inner>,
-    body: Body,
+    body: Body<LaneMem>,
+}
+
+/// A response body's way to the server arena: the lane's own handle on
+/// it, through the lane, which the response holds anyway to hand the
+/// body back (one reference count per response, not two).
+struct LaneMem(Arc<Inner>);
+
+impl std::borrow::Borrow<PeerMem> for LaneMem {
+    fn borrow(&self) -> &PeerMem {
+        &self.0.peer_mem
+    }
 }
 
 impl Response {
@@ -1551,7 +1577,9 @@ impl Response {
 
 impl Drop for Response {
     fn drop(&mut self) {
-        self.inner.release(&self.body);
+        if let (Body::Shared { mem, .. }, Some(range)) = (&self.body, self.body.shared_range()) {
+            mem.0.release(range);
+        }
     }
 }
 

@@ -281,8 +281,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::ring::{Consumer, RingError};
 use self::blocks::Block;
+use crate::ring::{Consumer, RingError};
 use crate::shm::{CredentialPolicy, Desc, PeerMem};
 
 /// The copying accessors of a received body ([`Request`], [`Response`]):
@@ -749,10 +749,11 @@ impl Out {
 
 /// Bytes of a received body: inline (a private copy) or in an arena the
 /// peer can write, reached only through copies (see the [module
-/// docs](self#trust)). `M` holds the peer's arena: a [`PeerMem`] of its
-/// own for a response, which may outlive its connection's handles; a
-/// `&PeerMem` borrowed from the connection for a request, lent to its
-/// handler for the call (no reference count touched per call).
+/// docs](self#trust)). `M` holds the peer's arena: for a response, the
+/// lane it came over (which it keeps alive, and which it hands the body
+/// back to); for a request, a `&PeerMem` borrowed from the connection,
+/// lent to its handler for the call (no reference count touched per
+/// call).
 #[derive(Clone)]
 enum Body<M = PeerMem> {
     Inline([u8; INLINE_MAX], u8),
@@ -769,9 +770,10 @@ enum Body<M = PeerMem> {
 impl Body {
     /// The body of a `CALL` or `REPLY` descriptor from the peer, checked
     /// (see [`check`](Self::check)).
+    #[cfg(test)]
     fn from_desc(mem: &PeerMem, d: &Desc) -> Result<Body, String> {
         Body::check(mem, d)?;
-        Ok(Body::decode(mem, d))
+        Ok(Body::decode_with(|| mem.clone(), d))
     }
 
     /// Checks the body of a `CALL` or `REPLY` descriptor from the peer:
@@ -798,12 +800,6 @@ impl Body {
                 .map_err(|e| format!("descriptor id {:#x} opcode {}: {e}", d.id, d.opcode))?;
         }
         Ok(())
-    }
-
-    /// The body of a descriptor [`check`](Self::check) accepted, with a
-    /// handle of its own on `mem`.
-    fn decode(mem: &PeerMem, d: &Desc) -> Body {
-        Body::decode_with(|| mem.clone(), d)
     }
 }
 

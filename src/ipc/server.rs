@@ -252,8 +252,9 @@ struct State {
 #[derive(Clone, Copy)]
 struct Reply {
     desc: Desc,
-    /// A response body written in place: its block's final length.
-    set_len: Option<(u32, u64, u64)>,
+    /// A response body written in place: its block, with its final length
+    /// (for `Blocks::set_len`).
+    set_len: Option<Block>,
 }
 
 impl State {
@@ -422,8 +423,8 @@ impl Conn {
                 if let Some(r) = reply {
                     match st.tx.push(r.desc) {
                         Ok(()) => {
-                            if let Some((key, offset, len)) = r.set_len {
-                                st.arena.set_len(key, offset, len);
+                            if let Some(b) = r.set_len {
+                                st.arena.set_len(b.key, b.offset, b.len);
                             }
                             st.in_flight.remove(r.desc.id);
                             st.running -= 1;
@@ -519,9 +520,9 @@ impl Conn {
     }
 
     /// Where the handler's response goes: inline, or in our arena. An
-    /// arena block written in place comes with the `(key, offset, len)`
+    /// arena block written in place comes with itself, its final length
     /// to record (`Blocks::set_len`) when the reply is pushed.
-    fn place(&self, mut w: ResponseWriter) -> io::Result<(Out, Option<(u32, u64, u64)>)> {
+    fn place(&self, mut w: ResponseWriter) -> io::Result<(Out, Option<Block>)> {
         w.flush_stage()?;
         let body = match std::mem::take(&mut w.body) {
             Buf::Small(b, n) => return Ok((Out::Inline(b, n), None)),
@@ -546,7 +547,7 @@ impl Conn {
                     reserved: cap,
                     key,
                 };
-                return Ok((Out::Arena(block), Some((key, offset, len))));
+                return Ok((Out::Arena(block), Some(block)));
             }
             Buf::Vec(v) => v,
         };
