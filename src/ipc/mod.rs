@@ -151,7 +151,9 @@
 //!   and 1.70M pinned.
 //! - **Responses are matched by id**: `id = seq << 32 | slab key`. A
 //!   response whose id is not a pending, unanswered call is a protocol
-//!   violation.
+//!   violation. The server's check that no id is in flight twice indexes
+//!   a table by the low 32 bits, the client's slot (any id is accepted;
+//!   ids that do not fit the table go to a keyed hash set).
 //! - **Bodies of up to [`INLINE_MAX`] (16) bytes ride in the descriptor**
 //!   ([`INLINE`]): no arena allocation, no copy through shared memory, no
 //!   `RELEASE`.
@@ -160,8 +162,9 @@
 //!   server reads a request body only while its handler runs, which ends
 //!   before the reply is sent). The server writes longer response bodies
 //!   in its arena and frees them when the client hands them back with
-//!   `RELEASE` ([`Arena::free`](crate::shm::Arena::free) rejects a bogus
-//!   offset). Zero-length and inline bodies take no arena space and need
+//!   `RELEASE`, which names the block by the key the `REPLY` gave it
+//!   ([`KEY_MASK`]): the block at that key must have the offset and
+//!   length named, or the `RELEASE` is a violation. Zero-length and inline bodies take no arena space and need
 //!   no `RELEASE`. Each arena is a memfd that only its owner can write
 //!   (sealed, mapped read-only by the peer): a body under construction is
 //!   handed out as a plain `&mut [u8]`
@@ -245,7 +248,7 @@
 //! descriptor is copied out of the ring once and checked: known opcode; an
 //! id that is a pending call (client) or not already in flight (server);
 //! `offset + len` inside the sender's arena in `u64` arithmetic; for
-//! `RELEASE`, an outstanding allocation. Corrupt ring indices
+//! `RELEASE`, a block handed out, at that key, offset and length. Corrupt ring indices
 //! ([`RingError`]) count the same. A violation
 //! closes that connection only, with an error naming it (the server
 //! reports it to [`ServerConfig::on_error`]); nothing panics. On the
