@@ -713,3 +713,67 @@ fn a_response_waits_without_limit_for_room_the_client_releases() {
         assert_eq!(reported(&errors), 0);
     });
 }
+
+/// A `RELEASE` must name a response body by the key its `REPLY` gave it:
+/// the right offset and length under another key close the connection,
+/// and the key, offset and length of the reply are accepted.
+#[test]
+fn a_release_under_the_wrong_key_closes_only_its_connection() {
+    if std::env::var_os("GREEN_IPC_CLIENT").is_some() {
+        return;
+    }
+    let path = sock_path("release-key");
+    let errors = start_server(&path, ServerConfig::default());
+    watchdog(move || {
+        let good = Client::connect(&path).unwrap();
+        // A call with a 100-byte body: the echo comes back in the server
+        // arena, under a key.
+        let call = |ep: &mut green::shm::Endpoint, id: u64| -> Desc {
+            let body = ep.arena.alloc(100).unwrap();
+            ep.arena
+                .mem()
+                .copy_to_owned(body.offset, &[id as u8; 100])
+                .unwrap();
+            ep.tx
+                .push(Desc {
+                    id,
+                    opcode: CALL,
+                    flags: 0,
+                    offset: body.offset,
+                    len: body.len,
+                })
+                .unwrap();
+            let _ = ep.tx.notify();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Some(d) = ep.rx.pop().unwrap() {
+                    assert_eq!((d.id, d.opcode, d.len), (id, green::ipc::REPLY, 100));
+                    assert_eq!(d.flags & !green::ipc::KEY_MASK, 0, "{d:?}");
+                    return d;
+                }
+                assert!(Instant::now() < deadline, "no reply");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        let release = |d: &Desc, key: u32| Desc {
+            id: 0,
+            opcode: RELEASE,
+            flags: key,
+            offset: d.offset,
+            len: d.len,
+        };
+        // The right key: accepted, and the connection goes on.
+        let (mut ep, sock) = Client::connect_raw(&path, &ClientConfig::default()).unwrap();
+        let first = call(&mut ep, 1);
+        ep.tx.push(release(&first, first.flags)).unwrap();
+        let second = call(&mut ep, 2);
+        // Another key, with the body's offset and length.
+        ep.tx.push(release(&second, second.flags ^ 1)).unwrap();
+        let _ = ep.tx.notify();
+        assert_closed_by_server(&sock);
+        wait_errors(&errors, 1);
+        let reported = errors.lock().unwrap()[0].clone();
+        assert!(reported.contains("RELEASE of key"), "{reported}");
+        assert_eq!(good.call(b"still here").unwrap().to_vec(), b"still here");
+    });
+}
