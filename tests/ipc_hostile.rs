@@ -81,13 +81,42 @@ fn wait_errors(reports: &Reports, n: usize) {
     }
 }
 
+/// Pushes call `id` with a body of `len` bytes, each `id as u8`, in the
+/// raw client's arena (not notified).
+fn push_call(ep: &mut green::shm::Endpoint, id: u64, len: usize) {
+    let body = ep.arena.alloc(len as u64).unwrap();
+    ep.arena
+        .mem()
+        .copy_to_owned(body.offset, &vec![id as u8; len])
+        .unwrap();
+    ep.tx
+        .push(Desc {
+            id,
+            opcode: CALL,
+            flags: 0,
+            offset: body.offset,
+            len: body.len,
+        })
+        .unwrap();
+}
+
+/// An echo server with the default configuration at a fresh path named
+/// `name`, and what it reports; `None` in the child process a test starts
+/// as a client (it runs `child_client` only).
+fn echo_server(name: &str) -> Option<(PathBuf, Arc<Reports>)> {
+    if std::env::var_os("GREEN_IPC_CLIENT").is_some() {
+        return None;
+    }
+    let path = sock_path(name);
+    let errors = start_server(&path, ServerConfig::default());
+    Some((path, errors))
+}
+
 #[test]
 fn hostile_clients_are_closed_good_client_keeps_working() {
-    if std::env::var_os("GREEN_IPC_CLIENT").is_some() {
+    let Some((path, errors)) = echo_server("hostile") else {
         return;
-    }
-    let path = sock_path("hostile");
-    let errors = start_server(&path, ServerConfig::default());
+    };
     watchdog(move || {
         let good = Client::connect(&path).unwrap();
         assert_eq!(good.call(b"before").unwrap().to_vec(), b"before");
@@ -381,11 +410,9 @@ fn child_client() {
 
 #[test]
 fn client_killed_server_keeps_serving_others() {
-    if std::env::var_os("GREEN_IPC_CLIENT").is_some() {
+    let Some((path, errors)) = echo_server("killclient") else {
         return;
-    }
-    let path = sock_path("killclient");
-    let errors = start_server(&path, ServerConfig::default());
+    };
     watchdog(move || {
         let good = Client::connect(&path).unwrap();
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
@@ -553,11 +580,9 @@ impl RawClient {
 /// or hangs, and a well-behaved client keeps being served.
 #[test]
 fn random_requests_and_ring_words_close_only_their_connection() {
-    if std::env::var_os("GREEN_IPC_CLIENT").is_some() {
+    let Some((path, errors)) = echo_server("random") else {
         return;
-    }
-    let path = sock_path("random");
-    let errors = start_server(&path, ServerConfig::default());
+    };
     watchdog(move || {
         let good = Client::connect(&path).unwrap();
         let mut rng = Rng(0x2545_f491_4f6c_dd1d);
@@ -656,20 +681,7 @@ fn a_client_dying_while_handlers_wait_for_response_room_is_let_go() {
         let good = Client::connect(&path).unwrap();
         let mut c = RawClient::connect(&path);
         for id in 1..=12u64 {
-            let body = c.ep.arena.alloc(16 << 10).unwrap();
-            c.ep.arena
-                .mem()
-                .copy_to_owned(body.offset, &[id as u8; 16 << 10])
-                .unwrap();
-            c.ep.tx
-                .push(Desc {
-                    id,
-                    opcode: CALL,
-                    flags: 0,
-                    offset: body.offset,
-                    len: body.len,
-                })
-                .unwrap();
+            push_call(&mut c.ep, id, 16 << 10);
         }
         c.ep.tx.notify().unwrap();
         // Four answers fill the server's arena; the other handlers wait.
@@ -719,30 +731,15 @@ fn a_response_waits_without_limit_for_room_the_client_releases() {
 /// and the key, offset and length of the reply are accepted.
 #[test]
 fn a_release_under_the_wrong_key_closes_only_its_connection() {
-    if std::env::var_os("GREEN_IPC_CLIENT").is_some() {
+    let Some((path, errors)) = echo_server("release-key") else {
         return;
-    }
-    let path = sock_path("release-key");
-    let errors = start_server(&path, ServerConfig::default());
+    };
     watchdog(move || {
         let good = Client::connect(&path).unwrap();
         // A call with a 100-byte body: the echo comes back in the server
         // arena, under a key.
         let call = |ep: &mut green::shm::Endpoint, id: u64| -> Desc {
-            let body = ep.arena.alloc(100).unwrap();
-            ep.arena
-                .mem()
-                .copy_to_owned(body.offset, &[id as u8; 100])
-                .unwrap();
-            ep.tx
-                .push(Desc {
-                    id,
-                    opcode: CALL,
-                    flags: 0,
-                    offset: body.offset,
-                    len: body.len,
-                })
-                .unwrap();
+            push_call(ep, id, 100);
             let _ = ep.tx.notify();
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
