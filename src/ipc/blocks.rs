@@ -270,9 +270,9 @@ mod tests {
         assert_eq!(b.live_bytes(), 0);
         assert!(!b.free(x.key, x.offset, Some(100)), "double free accepted");
         // Same class: the cached block comes back.
-        let x = b.alloc(65).unwrap();
-        assert_eq!(x.offset, x.offset);
-        assert!(b.free(x.key, x.offset, Some(65)));
+        let again = b.alloc(65).unwrap();
+        assert_eq!(again.offset, x.offset);
+        assert!(b.free(again.key, again.offset, Some(65)));
         // A body just over 4 KiB takes 5 KiB, not 8.
         let z = b.alloc(4100).unwrap();
         assert_eq!(z.reserved, 5 << 10);

@@ -519,9 +519,10 @@ impl Conn {
         }
     }
 
-    /// Where the handler's response goes: inline, or in our arena. An
-    /// arena block written in place comes with itself, its final length
-    /// to record (`Blocks::set_len`) when the reply is pushed.
+    /// Where the handler's response goes: inline, or in our arena. For a
+    /// body written in place, its block comes back a second time too,
+    /// with the final length to record (`Blocks::set_len`) when the reply
+    /// is pushed.
     fn place(&self, mut w: ResponseWriter) -> io::Result<(Out, Option<Block>)> {
         w.flush_stage()?;
         let body = match std::mem::take(&mut w.body) {
