@@ -976,8 +976,15 @@ impl Inner {
         }
     }
 
-    /// Handles a batch of at most [`BATCH`] response descriptors.
+    /// Handles a batch of response descriptors, [`BATCH`] at a time.
     fn complete(&self, descs: &[Desc]) -> Result<(), String> {
+        descs
+            .chunks(BATCH)
+            .try_for_each(|chunk| self.complete_batch(chunk))
+    }
+
+    /// Handles at most [`BATCH`] response descriptors under one lock.
+    fn complete_batch(&self, descs: &[Desc]) -> Result<(), String> {
         // On the stack: no allocation per batch.
         let mut wake = Wakes {
             items: [const { None }; BATCH],
