@@ -228,12 +228,17 @@ impl Builder {
             Some(p) => p,
             None => pin_from_env()?,
         };
-        let allowed = allowed_cpus()?;
         let (cpus, spread) = if pin {
+            let allowed = allowed_cpus()?;
             let cpus = (0..n).map(|i| allowed[i % allowed.len()]).collect();
             (Some(cpus), None)
         } else {
-            (None, spread::Spread::new(n, &allowed))
+            // Keeping floating carriers apart is a help, not a need: a
+            // mask that cannot be read leaves them to the kernel.
+            let spread = allowed_cpus()
+                .ok()
+                .and_then(|allowed| spread::Spread::new(n, &allowed));
+            (None, spread)
         };
         overflow::install_handler();
         let mut carriers = Vec::with_capacity(n);
