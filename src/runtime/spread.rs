@@ -152,7 +152,7 @@ impl SpreadLocal {
         spread.on[i].0.store(cpu, Ordering::Relaxed);
         if let Some((at, to)) = self.last_move.get() {
             if now.duration_since(at) < self.gap.get() {
-                if cpu != to && now.duration_since(at) < BOUNCE {
+                if to != NOWHERE && cpu != to && now.duration_since(at) < BOUNCE {
                     // Put back at once: the kernel wants it elsewhere
                     // (another busy thread on `to`). Try less often.
                     self.back_off(at);
@@ -195,7 +195,8 @@ impl SpreadLocal {
     /// Spaces this carrier's next move out further: its last one was
     /// undone or refused.
     fn back_off(&self, at: Instant) {
-        self.last_move.set(Some((at, usize::MAX)));
+        // Moved nowhere: no CPU to be found off, only a gap to wait out.
+        self.last_move.set(Some((at, NOWHERE)));
         self.gap.set((self.gap.get() * 2).min(MAX_GAP));
     }
 }
@@ -337,8 +338,16 @@ mod tests {
             let barred = SpreadLocal::new();
             barred.check(&s, 1);
             assert_eq!(rustix::thread::sched_getcpu(), homes[0]);
-            assert_eq!(barred.last_move.get().map(|(_, to)| to), Some(usize::MAX));
+            assert_eq!(barred.last_move.get().map(|(_, to)| to), Some(NOWHERE));
             assert_eq!(barred.gap.get(), MIN_GAP * 2, "a refused move backs off");
+            // Looking again within the gap is no second refusal.
+            barred.next_check.set(Instant::now());
+            barred.check(&s, 1);
+            assert_eq!(
+                barred.gap.get(),
+                MIN_GAP * 2,
+                "backed off twice for one refusal"
+            );
         });
     }
 
