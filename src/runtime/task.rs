@@ -90,14 +90,32 @@ pub(crate) enum JoinState {
 }
 
 /// A green thread or async task. Lives in a `TaskCell` behind `TaskRef`s.
-#[repr(C)]
+///
+/// `repr(C)` with the fields a wake-up touches first: waking a parked
+/// task swaps `state`, reads `carrier`, links `next` and drops a `refs`
+/// count, all in the first cache line (the type is line-aligned), which is
+/// usually cold by the time another thread wakes the task.
+#[repr(C, align(64))]
 pub(crate) struct Task {
     /// Park token. Wakers swap in NOTIFIED; the one that sees PARKED
     /// schedules the task, so a task is queued at most once.
     pub(crate) state: AtomicU8,
     join: AtomicU8,
-    join_waiter: UnsafeCell<Option<Waiter>>,
+    /// References held by `TaskRef`s.
+    refs: AtomicUsize,
+    /// Link of the carrier's intrusive run queue (a task is queued at most
+    /// once: see `state`).
+    next: UnsafeCell<*const Task>,
     pub(crate) carrier: Arc<CarrierShared>,
+    // Carrier-thread-only fields, each in its own cell so that a reference
+    // to one (the body, held across a coroutine switch) never overlaps a
+    // write to another (the yielder, written by the coroutine itself).
+    yielder: UnsafeCell<*const GreenYielder>,
+    key: UnsafeCell<usize>,
+    /// Frees the `TaskCell<T>` this task lives in.
+    dealloc: unsafe fn(NonNull<Task>),
+    body: UnsafeCell<Body>,
+    join_waiter: UnsafeCell<Option<Waiter>>,
     /// Thread id, assigned on first use (0 until then), so spawning does
     /// not touch a process-wide counter.
     id: AtomicU64,
@@ -106,19 +124,6 @@ pub(crate) struct Task {
     /// the stack overflow report (zero for async tasks).
     pub(crate) guard: (usize, usize),
     pub(crate) stack_size: usize,
-    // Carrier-thread-only fields, each in its own cell so that a reference
-    // to one (the body, held across a coroutine switch) never overlaps a
-    // write to another (the yielder, written by the coroutine itself).
-    body: UnsafeCell<Body>,
-    yielder: UnsafeCell<*const GreenYielder>,
-    key: UnsafeCell<usize>,
-    /// Link of the carrier's intrusive run queue (a task is queued at most
-    /// once: see `state`).
-    next: UnsafeCell<*const Task>,
-    /// References held by `TaskRef`s.
-    refs: AtomicUsize,
-    /// Frees the `TaskCell<T>` this task lives in.
-    dealloc: unsafe fn(NonNull<Task>),
 }
 
 // SAFETY: `body`, `yielder`, `key` and `next` are only accessed on the owning
