@@ -126,6 +126,14 @@ pub(crate) struct Task {
     pub(crate) stack_size: usize,
 }
 
+// What a wake-up touches stays in the task's first cache line (see the
+// type's docs), whatever fields are added later.
+const _: () = {
+    assert!(std::mem::align_of::<Task>() == 64);
+    assert!(std::mem::offset_of!(Task, carrier) + std::mem::size_of::<usize>() <= 64);
+    assert!(std::mem::offset_of!(Task, refs) < 64 && std::mem::offset_of!(Task, next) < 64);
+};
+
 // SAFETY: `body`, `yielder`, `key` and `next` are only accessed on the owning
 // carrier's thread (see the accessors' contracts); `join_waiter` is guarded
 // by the JOIN_WAITER protocol in `register_join` / `complete_join`;
