@@ -942,3 +942,124 @@ fn async_calls_on_the_same_rings() {
         assert_eq!(client.call(b"blocking").unwrap().to_vec(), b"blocking");
     });
 }
+
+#[test]
+fn requests_built_in_place_from_async_tasks() {
+    with_server("async-built", &[], move |path| {
+        let client = Arc::new(Client::connect(&path).unwrap());
+        // 0 to 16 bytes inside the descriptor, the rest in the arena.
+        let tasks: Vec<_> = [0usize, 1, 16, 17, 4096, 1 << 20]
+            .into_iter()
+            .enumerate()
+            .map(|(i, size)| {
+                let client = client.clone();
+                green::spawn_async(async move {
+                    let req = pattern(size, i);
+                    let mut b = client.request_builder_async(size).await.unwrap();
+                    assert_eq!(b.len(), size);
+                    b.as_mut_bytes().copy_from_slice(&req);
+                    let resp = b.call_async().await.unwrap();
+                    assert_eq!(resp.to_vec(), req, "size {size}");
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.join().unwrap();
+        }
+    });
+}
+
+#[test]
+fn async_in_place_requests_wait_for_space_and_give_it_back() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    with_server(
+        "async-built-space",
+        &[("GREEN_IPC_CLIENT_ARENA", "65536")],
+        move |path| {
+            // One lane: every request below shares one 64 KiB arena.
+            let connect = |policy| {
+                Arc::new(
+                    Client::connect_with(
+                        &path,
+                        ClientConfig::default().arena_full(policy).lanes(1),
+                    )
+                    .unwrap(),
+                )
+            };
+            let big = |tag: &[u8]| {
+                let mut v = tag.to_vec();
+                v.resize(40_000, 7);
+                v
+            };
+            let built = |c: Arc<Client>, req: Vec<u8>| {
+                green::spawn_async(async move {
+                    let mut b = c.request_builder_async(req.len()).await?;
+                    b.as_mut_bytes().copy_from_slice(&req);
+                    b.call_async().await.map(|r| r.to_vec() == req)
+                })
+            };
+
+            // Fail: no room while a request being built holds the arena.
+            let fail = connect(ArenaFullPolicy::Fail);
+            let first = fail.request_builder(40_000).unwrap();
+            let err = built(fail.clone(), big(b"x")).join().unwrap().unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{err}");
+            drop(first);
+            // A built request whose call future is dropped before it is
+            // sent gives its space back: the whole arena is free again.
+            let c = fail.clone();
+            green::spawn_async(async move {
+                let b = c.request_builder_async(60_000).await.unwrap();
+                drop(b.call_async());
+            })
+            .join()
+            .unwrap();
+            let mut all = fail.request_builder(65536).unwrap();
+            all.as_mut_bytes().fill(3);
+            assert_eq!(all.call().unwrap().to_vec(), vec![3; 65536]);
+
+            // Wait: the builder gets its space once the holder's call
+            // frees it.
+            let wait = connect(ArenaFullPolicy::Wait(Duration::from_secs(5)));
+            let mut first = wait.request_builder(40_000).unwrap();
+            first.as_mut_bytes().copy_from_slice(&big(b"first"));
+            let second = built(wait.clone(), big(b"second"));
+            green::thread::sleep(Duration::from_millis(100));
+            assert!(!second.is_finished(), "built with no room for it");
+            assert_eq!(first.call().unwrap().to_vec(), big(b"first"));
+            assert!(second.join().unwrap().unwrap());
+
+            // A waiting builder dropped passes its turn on: the blocking
+            // call behind it gets the room. (Were the turn lost with the
+            // builder, the call would wait behind it until the policy's
+            // 5 s ran out, and fail.)
+            // (Polled on a green thread: its timer needs a carrier.)
+            let c = wait.clone();
+            green::spawn(move || {
+                let holder = c.request_builder(40_000).unwrap();
+                let mut fut = Box::pin(c.request_builder_async(40_000));
+                let mut cx = Context::from_waker(Waker::noop());
+                assert!(matches!(fut.as_mut().poll(&mut cx), Poll::Pending));
+                let c2 = c.clone();
+                let behind = green::spawn(move || {
+                    let req = big(b"behind");
+                    c2.call(&req).map(|r| r.to_vec() == req)
+                });
+                green::thread::sleep(Duration::from_millis(50));
+                drop(fut);
+                drop(holder);
+                assert!(behind.join().unwrap().unwrap());
+            })
+            .join()
+            .unwrap();
+
+            // A wait that outlasts its limit fails.
+            let short = connect(ArenaFullPolicy::Wait(Duration::from_millis(50)));
+            let first = short.request_builder(40_000).unwrap();
+            let err = built(short.clone(), big(b"y")).join().unwrap().unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{err}");
+            drop(first);
+        },
+    );
+}

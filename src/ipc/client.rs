@@ -1388,6 +1388,11 @@ impl Client {
     /// # Ok(()) }
     /// ```
     ///
+    /// While the arena has no room it waits as [`call`](Self::call) does,
+    /// blocking the calling thread (a green thread, or an OS thread off
+    /// the runtime): an async task uses
+    /// [`request_builder_async`](Self::request_builder_async) instead.
+    ///
     /// # Errors
     ///
     /// As [`call`](Self::call)'s allocation.
@@ -1405,6 +1410,31 @@ impl Client {
         })
     }
 
+    /// [`request_builder`](Self::request_builder) as a future: it waits for
+    /// arena space (under the [`ArenaFullPolicy`], as
+    /// [`call_async`](Self::call_async) does) without blocking a thread,
+    /// so an async task can build a large request in place and send it
+    /// with [`RequestBuilder::call_async`].
+    ///
+    /// ```no_run
+    /// # async fn f(client: &green::ipc::Client) -> std::io::Result<()> {
+    /// let mut req = client.request_builder_async(1 << 20).await?;
+    /// req.as_mut_bytes().fill(7); // straight into shared memory
+    /// let reply = req.call_async().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Dropping the future before it is ready gives up its place in the
+    /// wait for space.
+    pub fn request_builder_async(&self, len: usize) -> BuilderFuture<'_> {
+        BuilderFuture {
+            lane: self.lane(),
+            len,
+            wait: SpaceWait::default(),
+            timer: None,
+        }
+    }
+
     /// [`call`](Self::call) as a future, on the same rings: the request is
     /// copied into the arena at the first poll (or, if it must wait for
     /// space, at the poll that finds it; the future borrows `request`
@@ -1412,7 +1442,7 @@ impl Client {
     pub fn call_async<'a>(&self, request: &'a [u8]) -> CallFuture<'a> {
         let lane = self.lane();
         let state = match Out::inline(request) {
-            Some(out) => FutState::Push(out),
+            Some(out) => FutState::Push(out, false),
             None => FutState::Fresh(request),
         };
         CallFuture {
@@ -1537,6 +1567,21 @@ impl RequestBuilder<'_> {
         self.call_until(Instant::now().checked_add(timeout))
     }
 
+    /// Sends the request as [`Client::call_async`] does: the response is
+    /// awaited without blocking a thread. The future owns the request:
+    /// dropped before it is sent, it frees the request's space; dropped
+    /// after, it abandons the call as [`CallFuture`] does.
+    pub fn call_async(mut self) -> CallFuture<'static> {
+        let state = match self.body.take() {
+            Some(body) => FutState::Push(body, true),
+            None => FutState::Failed(io::Error::other("request already sent")),
+        };
+        CallFuture {
+            inner: self.lane.clone(),
+            state,
+        }
+    }
+
     fn call_until(mut self, deadline: Option<Instant>) -> io::Result<Response> {
         match self.body.take() {
             Some(body) => self.lane.call(Src::Placed(body, true), deadline),
@@ -1550,6 +1595,75 @@ impl Drop for RequestBuilder<'_> {
         if let Some(b) = self.body.take().and_then(Out::arena_block) {
             self.lane.free_body(b, false);
         }
+    }
+}
+
+/// The future of [`Client::request_builder_async`]: a [`RequestBuilder`]
+/// once the client arena has room for the request. While it waits it
+/// holds a place in the same first-come-first-served line as blocking
+/// calls and [`CallFuture`]s, and sleeps until its turn (or the
+/// [`ArenaFullPolicy`] deadline).
+pub struct BuilderFuture<'a> {
+    lane: &'a Arc<Inner>,
+    len: usize,
+    wait: SpaceWait,
+    /// The timer for the policy's deadline, once there is one.
+    timer: Option<Pin<Box<crate::time::Sleep>>>,
+}
+
+impl<'a> Future for BuilderFuture<'a> {
+    type Output = io::Result<RequestBuilder<'a>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let (lane, len) = (this.lane, this.len);
+        let built = |body| RequestBuilder {
+            lane,
+            body: Some(body),
+            len,
+        };
+        if len <= INLINE_MAX {
+            return Poll::Ready(Ok(built(Out::Inline([0; INLINE_MAX], len as u8))));
+        }
+        match lane.try_alloc(len as u64, &mut this.wait, Asker::Task(cx.waker()), false) {
+            Space::Got(a) => Poll::Ready(Ok(built(Out::Arena(a)))),
+            // Woken when its turn comes.
+            Space::Wait(None) => Poll::Pending,
+            // Or by the timer at the policy's deadline (then `try_alloc`
+            // fails).
+            Space::Wait(Some(deadline)) => {
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(crate::time::sleep_until_async(deadline)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    this.timer = None;
+                    cx.waker().wake_by_ref();
+                }
+                Poll::Pending
+            }
+            Space::Fail(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl Drop for BuilderFuture<'_> {
+    fn drop(&mut self) {
+        // Still in line, or its turn came and it never took it: the turn
+        // passes to the next.
+        if self.wait.ticket.is_some() {
+            let turn = self.lane.state.lock().leave(&mut self.wait);
+            if let Some(w) = turn {
+                w.wake();
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for BuilderFuture<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuilderFuture")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
     }
 }
 
@@ -1605,8 +1719,9 @@ enum FutState<'a> {
     /// Waiting for space in the arena: the request, the call's place in
     /// the wait, and the timer for the policy's deadline once there is one.
     Start(&'a [u8], SpaceWait, Option<Pin<Box<crate::time::Sleep>>>),
-    /// Written (inline or in the arena), not yet pushed.
-    Push(Out),
+    /// Written (inline or in the arena), not yet pushed; `built`: built
+    /// in place (see [`Inner::try_push`]).
+    Push(Out, bool),
     /// On the ring, waiting for the response; while `spin` is set (with
     /// the carrier's spinner bit it claimed), the future polls the ring
     /// itself (as a blocking caller does) for up to [`CALLER_SPIN`].
@@ -1614,10 +1729,13 @@ enum FutState<'a> {
         key: usize,
         spin: Option<(Spin, u64)>,
     },
+    /// Failed before it started (its result, once).
+    Failed(io::Error),
     Done,
 }
 
-/// The future of [`Client::call_async`]. While it waits for arena space
+/// The future of [`Client::call_async`] and [`RequestBuilder::call_async`].
+/// While it waits for arena space
 /// it sleeps until its turn (or the [`ArenaFullPolicy`] deadline); while
 /// the request ring is full it re-polls itself (a busy retry through the
 /// executor); once the call is on the ring it sleeps until the reader
@@ -1646,7 +1764,7 @@ impl Future for CallFuture<'_> {
                         }
                         Ok(Fast::Placed(body)) => {
                             inner.stop_polling(true);
-                            this.state = FutState::Push(body);
+                            this.state = FutState::Push(body, false);
                         }
                         Ok(Fast::Fallback) => {
                             inner.stop_polling(true);
@@ -1666,7 +1784,7 @@ impl Future for CallFuture<'_> {
                                 inner.free_body(a, true);
                                 return Poll::Ready(Err(e.into()));
                             }
-                            this.state = FutState::Push(Out::Arena(a));
+                            this.state = FutState::Push(Out::Arena(a), false);
                         }
                         // Woken when its turn comes.
                         Space::Wait(None) => {
@@ -1690,19 +1808,19 @@ impl Future for CallFuture<'_> {
                         Space::Fail(e) => return Poll::Ready(Err(e)),
                     }
                 }
-                FutState::Push(body) => {
+                FutState::Push(body, built) => {
                     let mut w = Some(Waiter::Waker(Some(cx.waker().clone())));
                     // A poller from before the push: the reader stands
                     // aside only while someone polls the ring.
                     inner.pollers.fetch_add(1, Ordering::SeqCst);
-                    let pushed = inner.try_push(body, false, &mut w);
+                    let pushed = inner.try_push(body, built, &mut w);
                     if !matches!(pushed, Ok(Some(_))) {
                         inner.stop_polling(true);
                     }
                     match pushed {
                         Ok(Some(key)) => this.state = inner.waiting(key),
                         Ok(None) => {
-                            this.state = FutState::Push(body);
+                            this.state = FutState::Push(body, built);
                             cx.waker().wake_by_ref();
                             return Poll::Pending;
                         }
@@ -1737,6 +1855,7 @@ impl Future for CallFuture<'_> {
                     this.state = FutState::Waiting { key, spin };
                     return Poll::Pending;
                 }
+                FutState::Failed(e) => return Poll::Ready(Err(e)),
                 FutState::Done => panic!("CallFuture polled after completion"),
             }
         }
@@ -1746,7 +1865,7 @@ impl Future for CallFuture<'_> {
 impl Drop for CallFuture<'_> {
     fn drop(&mut self) {
         match std::mem::replace(&mut self.state, FutState::Done) {
-            FutState::Push(Out::Arena(a)) => self.inner.free_body(a, true),
+            FutState::Push(Out::Arena(a), built) => self.inner.free_body(a, !built),
             FutState::Start(_, mut wait, _) => {
                 let turn = self.inner.state.lock().leave(&mut wait);
                 if let Some(w) = turn {

@@ -170,7 +170,9 @@
 //!   handed out as a plain `&mut [u8]`
 //!   ([`RequestBuilder::as_mut_bytes`],
 //!   [`ResponseWriter::write_in_place`]), filled in place with no copy
-//!   and no `unsafe`.
+//!   and no `unsafe`. Async tasks build requests in place too:
+//!   [`Client::request_builder_async`] waits for the space without
+//!   blocking a thread, and [`RequestBuilder::call_async`] sends it.
 //! - **Full rings and arenas**: a full ring makes its producer (a caller,
 //!   or a handler replying) retry, yielding for [`SPIN`] and then sleeping
 //!   with a backoff from 20 µs to 1 ms: the ring frees when the other
@@ -339,7 +341,7 @@ mod hash;
 mod ids;
 mod server;
 
-pub use self::client::{CallFuture, Client, RequestBuilder, Response};
+pub use self::client::{BuilderFuture, CallFuture, Client, RequestBuilder, Response};
 pub use self::server::{Request, ResponseWriter, Server, ShutdownHandle};
 
 /// Opcode of a request descriptor: a call, body in the client arena.
