@@ -760,28 +760,28 @@ fn ring_full_backpressure_all_calls_complete() {
     });
 }
 
+/// A client with one lane (one arena for all its calls) and `policy`.
+fn one_lane(path: &std::path::Path, policy: ArenaFullPolicy) -> Arc<Client> {
+    let config = ClientConfig::default().arena_full(policy).lanes(1);
+    Arc::new(Client::connect_with(path, config).unwrap())
+}
+
+/// A 40 KB request starting with `tag`: two do not fit a 64 KiB arena.
+fn big(tag: &[u8]) -> Vec<u8> {
+    let mut v = tag.to_vec();
+    v.resize(40_000, 7);
+    v
+}
+
 #[test]
 fn arena_full_fail_policy_and_wait_policy() {
     with_server(
         "arena",
         &[("GREEN_IPC_CLIENT_ARENA", "65536")],
         move |path| {
-            let connect = |policy| {
-                Arc::new(
-                    // One lane: the calls below, from green threads on any
-                    // carrier, share one arena.
-                    Client::connect_with(
-                        &path,
-                        ClientConfig::default().arena_full(policy).lanes(1),
-                    )
-                    .unwrap(),
-                )
-            };
-            let big = |tag: &[u8]| {
-                let mut v = tag.to_vec();
-                v.resize(40_000, 7);
-                v
-            };
+            // One lane: the calls below, from green threads on any
+            // carrier, share one arena.
+            let connect = |policy| one_lane(&path, policy);
             // Fail: a second 40 KB call while a first holds the arena (a
             // request being built in place holds its space until sent).
             let fail = connect(ArenaFullPolicy::Fail);
@@ -978,20 +978,7 @@ fn async_in_place_requests_wait_for_space_and_give_it_back() {
         &[("GREEN_IPC_CLIENT_ARENA", "65536")],
         move |path| {
             // One lane: every request below shares one 64 KiB arena.
-            let connect = |policy| {
-                Arc::new(
-                    Client::connect_with(
-                        &path,
-                        ClientConfig::default().arena_full(policy).lanes(1),
-                    )
-                    .unwrap(),
-                )
-            };
-            let big = |tag: &[u8]| {
-                let mut v = tag.to_vec();
-                v.resize(40_000, 7);
-                v
-            };
+            let connect = |policy| one_lane(&path, policy);
             let built = |c: Arc<Client>, req: Vec<u8>| {
                 green::spawn_async(async move {
                     let mut b = c.request_builder_async(req.len()).await?;
