@@ -310,6 +310,44 @@ enum Space {
     Fail(io::Error),
 }
 
+/// A future's wait for space in the client arena: its place in line, and
+/// the timer for the [`ArenaFullPolicy`] deadline once there is one.
+#[derive(Default)]
+struct AsyncSpace {
+    wait: SpaceWait,
+    timer: Option<Pin<Box<crate::time::Sleep>>>,
+}
+
+impl AsyncSpace {
+    /// Tries for a block of `len` bytes (`copied` as for
+    /// [`State::try_space`]); while it must wait, the task is woken when
+    /// its turn comes, or by the timer at the policy's deadline (then
+    /// `try_alloc` fails).
+    fn poll(
+        &mut self,
+        inner: &Inner,
+        len: u64,
+        copied: bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<Block>> {
+        match inner.try_alloc(len, &mut self.wait, Asker::Task(cx.waker()), copied) {
+            Space::Got(a) => Poll::Ready(Ok(a)),
+            Space::Wait(None) => Poll::Pending,
+            Space::Wait(Some(deadline)) => {
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(crate::time::sleep_until_async(deadline)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    self.timer = None;
+                    cx.waker().wake_by_ref();
+                }
+                Poll::Pending
+            }
+            Space::Fail(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
 /// Who a call that must wait for space is: made into a [`SpaceWaiter`]
 /// only if it does wait, so a call that gets its space at once clones no
 /// thread handle or waker.
@@ -726,10 +764,7 @@ impl Inner {
                 Space::Wait(policy) => policy.into_iter().chain(deadline).min(),
             };
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                let turn = self.state.lock().leave(&mut wait);
-                if let Some(w) = turn {
-                    w.wake();
-                }
+                self.leave(&mut wait);
                 return Err(timed_out("waiting for room in the client arena"));
             }
             // Woken when its turn comes (a body freed, or the call before
@@ -739,6 +774,18 @@ impl Inner {
                 None => crate::thread::park(),
                 Some(t) => crate::thread::park_timeout(t.saturating_duration_since(Instant::now())),
             }
+        }
+    }
+
+    /// The call at `wait` stops waiting for space (see [`State::leave`]);
+    /// the call whose turn it now is is woken.
+    fn leave(&self, wait: &mut SpaceWait) {
+        if wait.ticket.is_none() {
+            return; // never queued, or already out of line
+        }
+        let turn = self.state.lock().leave(wait);
+        if let Some(w) = turn {
+            w.wake();
         }
     }
 
@@ -1430,8 +1477,7 @@ impl Client {
         BuilderFuture {
             lane: self.lane(),
             len,
-            wait: SpaceWait::default(),
-            timer: None,
+            space: AsyncSpace::default(),
         }
     }
 
@@ -1606,9 +1652,7 @@ impl Drop for RequestBuilder<'_> {
 pub struct BuilderFuture<'a> {
     lane: &'a Arc<Inner>,
     len: usize,
-    wait: SpaceWait,
-    /// The timer for the policy's deadline, once there is one.
-    timer: Option<Pin<Box<crate::time::Sleep>>>,
+    space: AsyncSpace,
 }
 
 impl<'a> Future for BuilderFuture<'a> {
@@ -1625,24 +1669,9 @@ impl<'a> Future for BuilderFuture<'a> {
         if len <= INLINE_MAX {
             return Poll::Ready(Ok(built(Out::Inline([0; INLINE_MAX], len as u8))));
         }
-        match lane.try_alloc(len as u64, &mut this.wait, Asker::Task(cx.waker()), false) {
-            Space::Got(a) => Poll::Ready(Ok(built(Out::Arena(a)))),
-            // Woken when its turn comes.
-            Space::Wait(None) => Poll::Pending,
-            // Or by the timer at the policy's deadline (then `try_alloc`
-            // fails).
-            Space::Wait(Some(deadline)) => {
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(crate::time::sleep_until_async(deadline)));
-                if timer.as_mut().poll(cx).is_ready() {
-                    this.timer = None;
-                    cx.waker().wake_by_ref();
-                }
-                Poll::Pending
-            }
-            Space::Fail(e) => Poll::Ready(Err(e)),
-        }
+        this.space
+            .poll(lane, len as u64, false, cx)
+            .map_ok(|a| built(Out::Arena(a)))
     }
 }
 
@@ -1650,12 +1679,7 @@ impl Drop for BuilderFuture<'_> {
     fn drop(&mut self) {
         // Still in line, or its turn came and it never took it: the turn
         // passes to the next.
-        if self.wait.ticket.is_some() {
-            let turn = self.lane.state.lock().leave(&mut self.wait);
-            if let Some(w) = turn {
-                w.wake();
-            }
-        }
+        self.lane.leave(&mut self.space.wait);
     }
 }
 
@@ -1718,7 +1742,7 @@ enum FutState<'a> {
     Fresh(&'a [u8]),
     /// Waiting for space in the arena: the request, the call's place in
     /// the wait, and the timer for the policy's deadline once there is one.
-    Start(&'a [u8], SpaceWait, Option<Pin<Box<crate::time::Sleep>>>),
+    Start(&'a [u8], AsyncSpace),
     /// Written (inline or in the arena), not yet pushed; `built`: built
     /// in place (see [`Inner::try_push`]).
     Push(Out, bool),
@@ -1768,7 +1792,7 @@ impl Future for CallFuture<'_> {
                         }
                         Ok(Fast::Fallback) => {
                             inner.stop_polling(true);
-                            this.state = FutState::Start(bytes, SpaceWait::default(), None);
+                            this.state = FutState::Start(bytes, AsyncSpace::default());
                         }
                         Err(e) => {
                             inner.stop_polling(true);
@@ -1776,36 +1800,20 @@ impl Future for CallFuture<'_> {
                         }
                     }
                 }
-                FutState::Start(bytes, mut wait, timer) => {
-                    let len = bytes.len() as u64;
-                    match inner.try_alloc(len, &mut wait, Asker::Task(cx.waker()), true) {
-                        Space::Got(a) => {
+                FutState::Start(bytes, mut space) => {
+                    match space.poll(&inner, bytes.len() as u64, true, cx) {
+                        Poll::Ready(Ok(a)) => {
                             if let Err(e) = inner.mem.copy_to_owned(a.offset, bytes) {
                                 inner.free_body(a, true);
                                 return Poll::Ready(Err(e.into()));
                             }
                             this.state = FutState::Push(Out::Arena(a), false);
                         }
-                        // Woken when its turn comes.
-                        Space::Wait(None) => {
-                            this.state = FutState::Start(bytes, wait, None);
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => {
+                            this.state = FutState::Start(bytes, space);
                             return Poll::Pending;
                         }
-                        // Or by the timer at the policy's deadline (then
-                        // `try_alloc` fails).
-                        Space::Wait(Some(deadline)) => {
-                            let mut timer = timer.unwrap_or_else(|| {
-                                Box::pin(crate::time::sleep_until_async(deadline))
-                            });
-                            if timer.as_mut().poll(cx).is_ready() {
-                                this.state = FutState::Start(bytes, wait, None);
-                                cx.waker().wake_by_ref();
-                            } else {
-                                this.state = FutState::Start(bytes, wait, Some(timer));
-                            }
-                            return Poll::Pending;
-                        }
-                        Space::Fail(e) => return Poll::Ready(Err(e)),
                     }
                 }
                 FutState::Push(body, built) => {
@@ -1866,12 +1874,7 @@ impl Drop for CallFuture<'_> {
     fn drop(&mut self) {
         match std::mem::replace(&mut self.state, FutState::Done) {
             FutState::Push(Out::Arena(a), built) => self.inner.free_body(a, !built),
-            FutState::Start(_, mut wait, _) => {
-                let turn = self.inner.state.lock().leave(&mut wait);
-                if let Some(w) = turn {
-                    w.wake();
-                }
-            }
+            FutState::Start(_, mut space) => self.inner.leave(&mut space.wait),
             FutState::Waiting { key, spin, .. } => {
                 if let Some((_, bit)) = spin {
                     self.inner.spinners.unclaim(bit);
