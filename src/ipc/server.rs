@@ -527,27 +527,16 @@ impl Conn {
         w.flush_stage()?;
         let body = match std::mem::take(&mut w.body) {
             Buf::Small(b, n) => return Ok((Out::Inline(b, n), None)),
-            Buf::Arena {
-                offset,
-                key,
-                cap,
-                len,
-                ..
-            } => {
+            Buf::Arena { block, len, .. } => {
                 if len as usize <= INLINE_MAX {
                     let mut b = [0u8; INLINE_MAX];
                     let n = len as usize;
-                    let copied = self.mem.copy_from(offset, &mut b[..n]);
-                    self.free_block(key, offset);
+                    let copied = self.mem.copy_from(block.offset, &mut b[..n]);
+                    self.free_block(block);
                     copied?;
                     return Ok((Out::Inline(b, n as u8), None));
                 }
-                let block = Block {
-                    offset,
-                    len,
-                    reserved: cap,
-                    key,
-                };
+                let block = Block { len, ..block };
                 return Ok((Out::Arena(block), Some(block)));
             }
             Buf::Vec(v) => v,
@@ -582,7 +571,7 @@ impl Conn {
             }
         };
         if let Err(e) = self.mem.copy_to_owned(a.offset, &body) {
-            self.free_block(a.key, a.offset);
+            self.free_block(a);
             return Err(e.into());
         }
         Ok((Out::Arena(a), None))
@@ -594,8 +583,8 @@ impl Conn {
         self.state.lock().arena.alloc(len).ok()
     }
 
-    fn free_block(&self, key: u32, offset: u64) {
-        self.state.lock().arena.free(key, offset, None);
+    fn free_block(&self, block: Block) {
+        self.state.lock().arena.free(block.key, block.offset, None);
     }
 }
 
@@ -1023,14 +1012,11 @@ impl std::fmt::Debug for ResponseWriter<'_> {
 enum Buf {
     Small([u8; INLINE_MAX], u8),
     Vec(Vec<u8>),
-    /// In place in the server arena: `len` of `cap` bytes written.
-    /// In place in our arena: `len` bytes copied in, then `staged` more
-    /// held in `stage` (see [`STAGE`]).
+    /// In place in our arena, in `block` (room for `block.reserved`
+    /// bytes): `len` bytes copied in, then `staged` more held in `stage`
+    /// (see [`STAGE`]).
     Arena {
-        offset: u64,
-        /// The block's key in the arena's [`Blocks`].
-        key: u32,
-        cap: u64,
+        block: Block,
         len: u64,
         stage: [u8; STAGE],
         staged: u8,
@@ -1103,18 +1089,17 @@ impl ResponseWriter<'_> {
     fn flush_stage(&mut self) -> io::Result<()> {
         if let (
             Buf::Arena {
-                offset,
+                block,
                 len,
                 stage,
                 staged,
-                ..
             },
             Some(conn),
         ) = (&mut self.body, &self.conn)
         {
             let n = usize::from(*staged);
             if n > 0 {
-                conn.mem.copy_to_owned(*offset + *len, &stage[..n])?;
+                conn.mem.copy_to_owned(block.offset + *len, &stage[..n])?;
                 *len += n as u64;
                 *staged = 0;
             }
@@ -1133,7 +1118,7 @@ impl ResponseWriter<'_> {
         let want = self.len().saturating_add(additional);
         match &mut self.body {
             Buf::Small(..) if want <= INLINE_MAX => {}
-            Buf::Arena { cap, .. } if want as u64 <= *cap => {}
+            Buf::Arena { block, .. } if want as u64 <= block.reserved => {}
             Buf::Vec(v) => v.reserve(additional),
             _ => self.grow(want, &[]),
         }
@@ -1167,7 +1152,7 @@ impl ResponseWriter<'_> {
         let want = self.len().saturating_add(len);
         let fits = match &self.body {
             Buf::Small(..) => want <= INLINE_MAX,
-            Buf::Arena { cap, .. } => want as u64 <= *cap,
+            Buf::Arena { block, .. } => want as u64 <= block.reserved,
             Buf::Vec(_) => true,
         };
         if !fits {
@@ -1188,18 +1173,19 @@ impl ResponseWriter<'_> {
                 &mut v[at..]
             }
             Buf::Arena {
-                offset, len: done, ..
+                block, len: done, ..
             } => {
-                let at = *offset + *done;
+                let at = block.offset + *done;
                 *done += len as u64;
                 match &self.conn {
                     // SAFETY: `at .. at + len` lies in this body's block
-                    // (`done + len <= cap`), which is ours alone until the
-                    // reply is pushed (that consumes this writer), and the
-                    // slice borrows `self` mutably, so no other access to
-                    // those bytes exists in this process; the client
-                    // cannot write them: the arena is an OwnArena, sealed
-                    // against every writer but our own mapping.
+                    // (`done + len <= block.reserved`), which is ours
+                    // alone until the reply is pushed (that consumes this
+                    // writer), and the slice borrows `self` mutably, so no
+                    // other access to those bytes exists in this process;
+                    // the client cannot write them: the arena is an
+                    // OwnArena, sealed against every writer but our own
+                    // mapping.
                     Some(conn) => unsafe { conn.mem.slice_mut(at, len as u64) }
                         .expect("a body's block lies in the arena"),
                     // Arena bodies exist only with a connection.
@@ -1241,25 +1227,23 @@ impl ResponseWriter<'_> {
             .is_ok();
             if ok {
                 self.body = Buf::Arena {
-                    offset,
-                    key: block.key,
-                    cap: block.reserved,
+                    block,
                     len,
                     stage,
                     staged,
                 };
                 return;
             }
-            conn.free_block(block.key, offset);
+            conn.free_block(block);
         }
         let mut v = Vec::with_capacity(want.max(n + tail.len()));
         match (&old, &self.conn) {
             (Buf::Small(b, _), _) => v.extend_from_slice(&b[..n]),
             (Buf::Vec(old_v), _) => v.extend_from_slice(old_v),
-            (Buf::Arena { offset, key, .. }, Some(conn)) => {
+            (Buf::Arena { block, .. }, Some(conn)) => {
                 v.resize(n, 0);
-                let _ = conn.mem.copy_from(*offset, &mut v);
-                conn.free_block(*key, *offset);
+                let _ = conn.mem.copy_from(block.offset, &mut v);
+                conn.free_block(*block);
             }
             (Buf::Arena { .. }, None) => {}
         }
@@ -1277,14 +1261,13 @@ impl io::Write for ResponseWriter<'_> {
                 *n += buf.len() as u8;
             }
             Buf::Arena {
-                offset,
-                cap,
+                block,
                 len,
                 stage,
                 staged,
-                ..
-            } if *len + u64::from(*staged) + buf.len() as u64 <= *cap => match &self.conn {
-                Some(conn) => arena_write(&conn.mem, *offset, len, stage, staged, buf)?,
+            } if *len + u64::from(*staged) + buf.len() as u64 <= block.reserved => match &self.conn
+            {
+                Some(conn) => arena_write(&conn.mem, block.offset, len, stage, staged, buf)?,
                 None => *len += buf.len() as u64,
             },
             Buf::Vec(v) => v.extend_from_slice(buf),
@@ -1301,8 +1284,8 @@ impl io::Write for ResponseWriter<'_> {
 impl Drop for ResponseWriter<'_> {
     fn drop(&mut self) {
         // A body written in place that is not sent (the handler failed).
-        if let (Buf::Arena { offset, key, .. }, Some(conn)) = (&self.body, &self.conn) {
-            conn.free_block(*key, *offset);
+        if let (Buf::Arena { block, .. }, Some(conn)) = (&self.body, &self.conn) {
+            conn.free_block(*block);
         }
     }
 }
