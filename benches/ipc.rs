@@ -1034,8 +1034,20 @@ fn pin_process(cpus: &[usize]) {
 }
 
 /// Every CPU the machine may have (the kernel keeps the online ones).
-fn all_cpus() -> Vec<usize> {
-    (0..1024).collect()
+/// The CPUs this thread may run on (every CPU `cpu_set_t` can name if
+/// the kernel will not say).
+fn own_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data, written by sched_getaffinity
+    // (exactly size_of::<cpu_set_t>() bytes) and read by CPU_ISSET within
+    // its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let n = std::mem::size_of::<libc::cpu_set_t>();
+        if libc::sched_getaffinity(0, n, &mut set) != 0 {
+            return (0..n * 8).collect();
+        }
+        (0..n * 8).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+    }
 }
 
 /// The round trip of one cache line between CPU 0 and CPU 1: two pinned
@@ -1214,7 +1226,10 @@ fn main() {
         (_, false) => (&[4, 64 << 10], 8),
     };
     // Start the floating green runtime now, before any pinning: it takes
-    // one carrier per CPU the process may use when it starts.
+    // one carrier per CPU the process may use when it starts. Those CPUs
+    // (a `taskset` on the bench, say) are given back after the pinned
+    // rounds below.
+    let started_on = own_cpus();
     green_runtime(System::Green);
     let mut rows = Vec::new();
     // Single caller, 4 B: in each of RTT_SESSIONS rounds every system does
@@ -1251,11 +1266,11 @@ fn main() {
             );
             p50s[i].push(pct(0.5) as f64);
         }
-        pin_process(&all_cpus());
+        pin_process(&started_on);
     }
     drop(pinned);
-    // The process may use every CPU again: the pinned runtime pins one
-    // carrier to each.
+    // The process may use the CPUs it started on again: the pinned
+    // runtime pins one carrier to each.
     PINNED.get_or_init(|| {
         green::Runtime::builder()
             .pin_carriers(true)
