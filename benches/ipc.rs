@@ -1033,7 +1033,6 @@ fn pin_process(cpus: &[usize]) {
     }
 }
 
-/// Every CPU the machine may have (the kernel keeps the online ones).
 /// The CPUs this thread may run on (every CPU `cpu_set_t` can name if
 /// the kernel will not say).
 fn own_cpus() -> Vec<usize> {
