@@ -1618,21 +1618,23 @@ impl RequestBuilder<'_> {
     /// dropped before it is sent, it frees the request's space; dropped
     /// after, it abandons the call as [`CallFuture`] does.
     pub fn call_async(mut self) -> CallFuture<'static> {
-        let state = match self.body.take() {
-            Some(body) => FutState::Push(body, true),
-            None => FutState::Failed(io::Error::other("request already sent")),
-        };
         CallFuture {
             inner: self.lane.clone(),
-            state,
+            state: FutState::Push(self.take_body(), true),
         }
     }
 
     fn call_until(mut self, deadline: Option<Instant>) -> io::Result<Response> {
-        match self.body.take() {
-            Some(body) => self.lane.call(Src::Placed(body, true), deadline),
-            None => Err(io::Error::other("request already sent")),
-        }
+        let body = self.take_body();
+        self.lane.call(Src::Placed(body, true), deadline)
+    }
+
+    /// The body, out of a builder that a call consumes (`body` is an
+    /// `Option` only so that `Drop` can tell a sent builder).
+    fn take_body(&mut self) -> Out {
+        self.body
+            .take()
+            .expect("a RequestBuilder holds its body until a call consumes it")
     }
 }
 
@@ -1753,8 +1755,6 @@ enum FutState<'a> {
         key: usize,
         spin: Option<(Spin, u64)>,
     },
-    /// Failed before it started (its result, once).
-    Failed(io::Error),
     Done,
 }
 
@@ -1863,7 +1863,6 @@ impl Future for CallFuture<'_> {
                     this.state = FutState::Waiting { key, spin };
                     return Poll::Pending;
                 }
-                FutState::Failed(e) => return Poll::Ready(Err(e)),
                 FutState::Done => panic!("CallFuture polled after completion"),
             }
         }
