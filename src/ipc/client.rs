@@ -1385,8 +1385,9 @@ impl Client {
     ///
     /// [`io::ErrorKind::ConnectionReset`] if the server died while the call
     /// was pending, or shut down before a handler took it (then it never
-    /// ran, see [`ShutdownHandle`](super::ShutdownHandle)); [`io::ErrorKind::BrokenPipe`] once the connection is
-    /// closed; [`io::ErrorKind::OutOfMemory`] when the arena has no room
+    /// ran, see [`ShutdownHandle`](super::ShutdownHandle));
+    /// [`io::ErrorKind::BrokenPipe`] once the connection is closed;
+    /// [`io::ErrorKind::OutOfMemory`] when the arena has no room
     /// (see [`ArenaFullPolicy`]); the handler's error kind if it failed.
     pub fn call(&self, request: &[u8]) -> io::Result<Response> {
         self.call_until(request, None)

@@ -164,11 +164,11 @@
 //!   in its arena and frees them when the client hands them back with
 //!   `RELEASE`, which names the block by the key the `REPLY` gave it
 //!   ([`KEY_MASK`]): the block at that key must have the offset and
-//!   length named, or the `RELEASE` is a violation. Zero-length and inline bodies take no arena space and need
-//!   no `RELEASE`. Each arena is a memfd that only its owner can write
-//!   (sealed, mapped read-only by the peer): a body under construction is
-//!   handed out as a plain `&mut [u8]`
-//!   ([`RequestBuilder::as_mut_bytes`],
+//!   length named, or the `RELEASE` is a violation. Zero-length and
+//!   inline bodies take no arena space and need no `RELEASE`. Each arena
+//!   is a memfd that only its owner can write (sealed, mapped read-only
+//!   by the peer): a body under construction is handed out as a plain
+//!   `&mut [u8]` ([`RequestBuilder::as_mut_bytes`],
 //!   [`ResponseWriter::write_in_place`]), filled in place with no copy
 //!   and no `unsafe`. Async tasks build requests in place too:
 //!   [`Client::request_builder_async`] waits for the space without
@@ -250,8 +250,8 @@
 //! descriptor is copied out of the ring once and checked: known opcode; an
 //! id that is a pending call (client) or not already in flight (server);
 //! `offset + len` inside the sender's arena in `u64` arithmetic; for
-//! `RELEASE`, a block handed out, at that key, offset and length. Corrupt ring indices
-//! ([`RingError`]) count the same. A violation
+//! `RELEASE`, a block handed out, at that key, offset and length.
+//! Corrupt ring indices ([`RingError`]) count the same. A violation
 //! closes that connection only, with an error naming it (the server
 //! reports it to [`ServerConfig::on_error`]); nothing panics. On the
 //! client the call waiting on it fails with `InvalidData` and every later
