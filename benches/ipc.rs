@@ -1009,16 +1009,12 @@ impl Drop for ServerProcess {
 /// Sets thread `tid`'s CPUs (0: the calling thread); errors are ignored
 /// (a CPU the machine lacks leaves the thread where it was).
 fn pin_thread(tid: libc::pid_t, cpus: &[usize]) {
-    // SAFETY: cpu_set_t is plain data; CPU_SET ignores CPUs beyond its
-    // size, and sched_setaffinity reads exactly size_of::<cpu_set_t>()
-    // bytes of it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &c in cpus {
-            libc::CPU_SET(c, &mut set);
-        }
-        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    use rustix::thread::CpuSet;
+    let mut set = CpuSet::new();
+    for &c in cpus.iter().filter(|&&c| c < CpuSet::MAX_CPU) {
+        set.set(c);
     }
+    let _ = rustix::thread::sched_setaffinity(rustix::process::Pid::from_raw(tid), &set);
 }
 
 /// Sets the CPUs of every thread of this process (runtimes started
@@ -1033,19 +1029,13 @@ fn pin_process(cpus: &[usize]) {
     }
 }
 
-/// The CPUs this thread may run on (every CPU `cpu_set_t` can name if
+/// The CPUs this thread may run on (every CPU a `CpuSet` can name if
 /// the kernel will not say).
 fn own_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is plain data, written by sched_getaffinity
-    // (exactly size_of::<cpu_set_t>() bytes) and read by CPU_ISSET within
-    // its size.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        let n = std::mem::size_of::<libc::cpu_set_t>();
-        if libc::sched_getaffinity(0, n, &mut set) != 0 {
-            return (0..n * 8).collect();
-        }
-        (0..n * 8).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+    use rustix::thread::CpuSet;
+    match rustix::thread::sched_getaffinity(None) {
+        Ok(set) => (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect(),
+        Err(_) => (0..CpuSet::MAX_CPU).collect(),
     }
 }
 
